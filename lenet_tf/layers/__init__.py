@@ -1,0 +1,18 @@
+"""Keras layers of LeNet-5 (LeCun et al., 1998)."""
+
+from lenet_tf.layers.posterior import DistancePosterior
+from lenet_tf.layers.preprocessing import MNISTPreprocessing
+from lenet_tf.layers.rbf import EuclideanRBF, PaperPrototypes
+from lenet_tf.layers.sparse_conv import LENET5_C3_INPUTS, SparseConv2D, lenet5_connection_table
+from lenet_tf.layers.subsampling import TrainableSubsampling
+
+__all__ = [
+    "DistancePosterior",
+    "EuclideanRBF",
+    "LENET5_C3_INPUTS",
+    "MNISTPreprocessing",
+    "PaperPrototypes",
+    "SparseConv2D",
+    "TrainableSubsampling",
+    "lenet5_connection_table",
+]

@@ -1,0 +1,93 @@
+"""The S2 and S4 layers of LeNet-5."""
+
+import keras
+from keras import ops
+
+from lenet_tf.activations import scaled_tanh
+from lenet_tf.initializers import FanInUniform
+
+
+@keras.saving.register_keras_serializable(package="lenet_tf")
+class TrainableSubsampling(keras.layers.Layer):
+    """Sum of each non-overlapping `pool_size` block, scaled and shifted per feature map.
+
+    For feature map `c`: `y = f(coefficient[c] * sum(block) + bias[c])`, as the subsampling
+    layers S2 and S4 of LeCun et al. (1998). Two trainable parameters per map.
+
+    Args:
+        pool_size: Side of the square block, and the stride. The paper uses 2.
+        activation: Applied after the affine map. Defaults to the paper's scaled tanh.
+        coefficient_initializer: Initializer of the per-map coefficient. Defaults to the
+            paper's uniform +-2.4 / fan-in, the fan-in being `pool_size**2`.
+        bias_initializer: Initializer of the per-map bias.
+        **kwargs: Base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        `(batch, height, width, channels)`.
+
+    Output shape:
+        `(batch, height // pool_size, width // pool_size, channels)`.
+
+    Example:
+
+    >>> layer = TrainableSubsampling(name="S2")
+    >>> layer(np.ones((1, 28, 28, 6))).shape
+    (1, 14, 14, 6)
+    """
+
+    def __init__(
+        self,
+        pool_size=2,
+        activation=scaled_tanh,
+        coefficient_initializer=None,
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if pool_size < 1:
+            raise ValueError(f"`pool_size` must be >= 1. Received: pool_size={pool_size}")
+        self.pool_size = pool_size
+        self.activation = keras.activations.get(activation)
+        # Each coefficient multiplies pool_size**2 inputs: that is its unit's fan-in.
+        self.coefficient_initializer = keras.initializers.get(
+            coefficient_initializer or FanInUniform(2.4, fan_in=pool_size * pool_size)
+        )
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.coefficient = self.add_weight(
+            name="coefficient", shape=(channels,), initializer=self.coefficient_initializer
+        )
+        self.bias = self.add_weight(name="bias", shape=(channels,), initializer=self.bias_initializer)
+
+    def call(self, inputs):
+        # An average pool times the block area is the block sum; folding the area into the
+        # coefficient keeps it one multiply and exports as AVERAGE_POOL_2D + MUL + ADD.
+        k = self.pool_size
+        block_mean = ops.average_pool(inputs, pool_size=k, strides=k, padding="valid")
+        return self.activation(block_mean * (self.coefficient * float(k * k)) + self.bias)
+
+    def compute_output_shape(self, input_shape):
+        k = self.pool_size
+        batch, height, width, channels = input_shape
+        return (
+            batch,
+            None if height is None else height // k,
+            None if width is None else width // k,
+            channels,
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "pool_size": self.pool_size,
+                "activation": keras.activations.serialize(self.activation),
+                "coefficient_initializer": keras.initializers.serialize(
+                    self.coefficient_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+            }
+        )
+        return config
