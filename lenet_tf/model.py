@@ -155,3 +155,27 @@ def parameter_table(model):
         }
     )
     return rows
+
+
+def parameter_table_markdown(model):
+    """The `parameter_table` of `model` as Markdown, beside the paper's figures.
+
+    Example:
+
+    >>> print(parameter_table_markdown(build_lenet5()))  # doctest: +SKIP
+    | layer | trainable (paper) | trainable (ours) | connections (paper) | connections (ours) |
+    ...
+    """
+    lines = [
+        "| layer | trainable params (paper) | trainable params (ours) | fixed params (ours) "
+        "| connections (paper) | connections (ours) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    paper_total = [sum(column) for column in zip(*PAPER_TABLE.values())]
+    for row in parameter_table(model):
+        paper = PAPER_TABLE.get(row["layer"], paper_total)
+        lines.append(
+            f"| {row['layer']} | {paper[0]:,} | {row['trainable']:,} | {row['fixed']:,} "
+            f"| {paper[1]:,} | {row['connections']:,} |"
+        )
+    return "\n".join(lines)

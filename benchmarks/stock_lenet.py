@@ -1,0 +1,36 @@
+"""The baseline every benchmark compares against: LeNet-5 built from stock Keras layers.
+
+Same shape as the paper's network (6-16-120-84-10, 5x5 kernels, 2x2 pooling, tanh) and the
+same in-model input preprocessing, but with `Conv2D` (fully connected C3),
+`AveragePooling2D`, `Dense` and a softmax output trained with cross-entropy: what a user
+gets by typing LeNet-5 from a tutorial.
+"""
+
+import keras
+
+from lenet_tf.layers import MNISTPreprocessing
+
+
+def build_stock_lenet():
+    """Returns the stock-layer LeNet-5: raw (batch, 28, 28) pixels in, 10 probabilities out."""
+    inputs = keras.Input(shape=(28, 28), name="image")
+    x = MNISTPreprocessing(name="preprocess")(inputs)
+    x = keras.layers.Conv2D(6, 5, activation="tanh", name="C1")(x)
+    x = keras.layers.AveragePooling2D(2, name="S2")(x)
+    x = keras.layers.Conv2D(16, 5, activation="tanh", name="C3")(x)
+    x = keras.layers.AveragePooling2D(2, name="S4")(x)
+    x = keras.layers.Conv2D(120, 5, activation="tanh", name="C5")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(84, activation="tanh", name="F6")(x)
+    outputs = keras.layers.Dense(10, activation="softmax", name="OUTPUT")(x)
+    return keras.Model(inputs, outputs, name="lenet5_stock")
+
+
+def compile_stock_lenet(model, steps_per_execution=8, learning_rate=1e-3):
+    """Compiles the stock LeNet as the paper model is compiled, with cross-entropy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
+    )

@@ -1,0 +1,331 @@
+"""MNIST for LeNet-5: the original IDX files or tensorflow-datasets, as a `tf.data` stream.
+
+Images stay raw (uint8 0-255 in memory, float32 0-255 in the stream): the model pads and
+normalises them itself, so training, evaluation and every exported artifact share one input
+contract.
+"""
+
+import functools
+import gzip
+import math
+import os
+import pathlib
+import zlib
+
+import numpy as np
+import tensorflow as tf
+
+
+class MNISTDataError(ValueError):
+    """MNIST cannot be read. `str(err)` is one line naming the file or folder and the fault."""
+
+
+class IDXFormatError(MNISTDataError):
+    """An IDX file is malformed. `str(err)` is `'<path>: <what is wrong>'`."""
+
+
+# IDX element-type codes (byte 2 of the magic number) and their big-endian dtypes.
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+# Both spellings occur in the wild: LeCun's site uses dashes, many mirrors a dot.
+MNIST_FILES = {
+    "train_images": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+    "train_labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test_images": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
+}
+
+# Ranges of the random affine distortions (`distort=True`). The paper names the kinds
+# (translation, scaling, squeezing, horizontal shearing) but not the ranges; these keep a
+# distorted digit recognisable and inside the 28x28 field.
+MAX_SHIFT_PIXELS = 2.0
+SCALE_RANGE = (0.9, 1.1)
+SQUEEZE_RANGE = (0.85, 1.15)
+MAX_SHEAR = 0.15
+
+
+def _read_bytes(path):
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise IDXFormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise IDXFormatError(f"{path}: is a folder, expected an IDX file") from None
+    except PermissionError:
+        raise IDXFormatError(f"{path}: permission denied") from None
+    except OSError as err:
+        raise IDXFormatError(f"{path}: cannot be read ({err.strerror or err})") from None
+    # Decide by content, not suffix: a renamed file should still read.
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise IDXFormatError(f"{path}: corrupt gzip stream ({err})") from None
+    return raw
+
+
+def read_idx(path):
+    """Reads an IDX file (raw or gzip-compressed) into a NumPy array.
+
+    Args:
+        path: File path.
+
+    Returns:
+        The array, in native byte order, with the shape the header gives.
+
+    Raises:
+        IDXFormatError: The file is missing, unreadable or malformed; the message names the
+            file and the fault.
+    """
+    path = pathlib.Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise IDXFormatError(f"{path}: truncated header: {len(data)} bytes, need at least 4")
+    if data[0] != 0 or data[1] != 0:
+        raise IDXFormatError(
+            f"{path}: bad magic number 0x{data[:4].hex()} (an IDX file starts with two zero bytes)"
+        )
+    type_code, ndim = data[2], data[3]
+    if type_code not in IDX_DTYPES:
+        raise IDXFormatError(f"{path}: unknown element type 0x{type_code:02x}")
+    if ndim == 0:
+        raise IDXFormatError(f"{path}: header declares 0 dimensions")
+    header_size = 4 + 4 * ndim
+    if len(data) < header_size:
+        raise IDXFormatError(
+            f"{path}: truncated header: {len(data)} bytes, need {header_size} for {ndim} dimensions"
+        )
+    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dtype = IDX_DTYPES[type_code]
+    expected = math.prod(shape) * dtype.itemsize
+    found = len(data) - header_size
+    if found < expected:
+        raise IDXFormatError(f"{path}: truncated: expected {expected} bytes of data, found {found}")
+    if found > expected:
+        raise IDXFormatError(f"{path}: {found - expected} unexpected trailing bytes after the data")
+    array = np.frombuffer(data, dtype=dtype, offset=header_size).reshape(shape)
+    return array.astype(dtype.newbyteorder("="))
+
+
+def find_mnist_files(data_dir):
+    """Finds the four MNIST IDX files in `data_dir`, in either spelling, raw or `.gz`.
+
+    Args:
+        data_dir: Folder holding the files.
+
+    Returns:
+        A dict with keys `train_images`, `train_labels`, `test_images`, `test_labels`.
+
+    Raises:
+        MNISTDataError: The folder or a file is missing.
+    """
+    data_dir = pathlib.Path(data_dir)
+    if not data_dir.is_dir():
+        what = "is not a folder" if data_dir.exists() else "no such folder"
+        raise MNISTDataError(f"{data_dir}: {what} (expected the MNIST IDX files there)")
+    found = {}
+    for key, names in MNIST_FILES.items():
+        candidates = [data_dir / (name + suffix) for name in names for suffix in ("", ".gz")]
+        existing = [c for c in candidates if c.is_file()]
+        if not existing:
+            raise MNISTDataError(
+                f"{data_dir}: missing {names[0]}[.gz] (or {names[1]}[.gz]) for the {key.replace('_', ' ')}"
+            )
+        found[key] = existing[0]
+    return found
+
+
+def _check_split(images, labels, images_path, labels_path):
+    if images.dtype != np.uint8 or images.ndim != 3:
+        raise IDXFormatError(
+            f"{images_path}: expected 3-D uint8 images, found {images.ndim}-D {images.dtype}"
+        )
+    if images.shape[1:] != (28, 28):
+        raise IDXFormatError(
+            f"{images_path}: expected 28x28 images, found {images.shape[1]}x{images.shape[2]}"
+        )
+    if labels.dtype != np.uint8 or labels.ndim != 1:
+        raise IDXFormatError(
+            f"{labels_path}: expected 1-D uint8 labels, found {labels.ndim}-D {labels.dtype}"
+        )
+    if len(labels) != len(images):
+        raise IDXFormatError(
+            f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}"
+        )
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise IDXFormatError(
+            f"{labels_path}: label {labels[bad[0]]} at index {bad[0]} is outside 0-9"
+        )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_idx_folder(data_dir):
+    files = find_mnist_files(data_dir)
+    splits = []
+    for split in ("train", "test"):
+        images_path, labels_path = files[f"{split}_images"], files[f"{split}_labels"]
+        images, labels = read_idx(images_path), read_idx(labels_path)
+        _check_split(images, labels, images_path, labels_path)
+        # Cached and shared: read-only so no caller can change another's data.
+        images.flags.writeable = False
+        labels.flags.writeable = False
+        splits.append((images, labels))
+    return tuple(splits)
+
+
+def _load_tfds():
+    try:
+        import tensorflow_datasets as tfds
+
+        splits = tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True)
+    except Exception as err:  # TFDS raises many types when it cannot download or prepare.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise MNISTDataError(
+            f"tensorflow-datasets could not provide MNIST ({reason}); without internet, pass "
+            "--data-dir DIR or set LENET_MNIST_DIR to a folder with the MNIST IDX files"
+        ) from None
+    result = []
+    for images, labels in splits:
+        images = np.asarray(images)[..., 0].astype(np.uint8)
+        labels = np.asarray(labels).astype(np.uint8)
+        images.flags.writeable = False
+        labels.flags.writeable = False
+        result.append((images, labels))
+    return tuple(result)
+
+
+@functools.lru_cache(maxsize=1)
+def _load_tfds_cached():
+    return _load_tfds()
+
+
+def load_mnist(data_dir=None):
+    """Loads MNIST, decoding it once per process.
+
+    Args:
+        data_dir: Folder with the IDX files. Defaults to `$LENET_MNIST_DIR`, and without it
+            to tensorflow-datasets (which downloads MNIST on first use).
+
+    Returns:
+        `((x_train, y_train), (x_test, y_test))`: read-only uint8 arrays, images
+        `(N, 28, 28)` with bright ink on a 0 background, labels `(N,)`.
+
+    Raises:
+        MNISTDataError: The files are missing or malformed, or TFDS cannot provide MNIST.
+    """
+    data_dir = data_dir or os.environ.get("LENET_MNIST_DIR")
+    if data_dir:
+        return _load_idx_folder(pathlib.Path(data_dir).resolve())
+    return _load_tfds_cached()
+
+
+def steps_per_epoch(num_examples, batch_size, drop_remainder=False):
+    """Batches in one pass over `num_examples`."""
+    if drop_remainder:
+        return num_examples // batch_size
+    return -(-num_examples // batch_size)
+
+
+def _affine_distort(images, seed):
+    """Applies one random planar affine map per image, about the image centre.
+
+    Args:
+        images: float32 `(B, 28, 28)`.
+        seed: A stateless seed, shape `(2,)` int32.
+
+    Returns:
+        The distorted images, same shape, clipped to 0-255.
+    """
+    batch = tf.shape(images)[0]
+
+    def uniform(index, low, high):
+        return tf.random.stateless_uniform(
+            [batch], seed=tf.random.experimental.stateless_fold_in(seed, index),
+            minval=low, maxval=high,
+        )  # fmt: skip
+
+    scale = uniform(0, *SCALE_RANGE)
+    squeeze = uniform(1, *SQUEEZE_RANGE)
+    shear = uniform(2, -MAX_SHEAR, MAX_SHEAR)
+    shift_x = uniform(3, -MAX_SHIFT_PIXELS, MAX_SHIFT_PIXELS)
+    shift_y = uniform(4, -MAX_SHIFT_PIXELS, MAX_SHIFT_PIXELS)
+    # Output pixel (x, y) samples the input at A^-1 (p - c - t) + c. Squeezing scales x by
+    # s and y by 1/s; shearing moves x in proportion to y.
+    sx, sy = scale * squeeze, scale / squeeze
+    inv_a00, inv_a01, inv_a11 = 1.0 / sx, -shear / sy, 1.0 / sy
+    centre = 13.5
+    tx = centre - inv_a00 * (centre + shift_x) - inv_a01 * (centre + shift_y)
+    ty = centre - inv_a11 * (centre + shift_y)
+    zeros = tf.zeros_like(scale)
+    transforms = tf.stack([inv_a00, inv_a01, tx, zeros, inv_a11, ty, zeros, zeros], axis=1)
+    distorted = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images[..., None], transforms=transforms, output_shape=[28, 28],
+        fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+    )[..., 0]  # fmt: skip
+    return tf.clip_by_value(distorted, 0.0, 255.0)
+
+
+def make_dataset(
+    images, labels, *, batch_size, shuffle=False, seed=0, distort=False, first_epoch=0,
+    drop_remainder=False,
+):  # fmt: skip
+    """MNIST as a `tf.data.Dataset` of `(pixels float32 (B, 28, 28), labels int32 (B,))`.
+
+    The whole array is one in-memory tensor and each batch is a gather of an index batch, so
+    there is no per-image work in Python or in `map`.
+
+    With `shuffle=True` the dataset is infinite: epoch `first_epoch`, then the next, and so on
+    (use `model.fit(..., steps_per_epoch=steps_per_epoch(N, B))`). Epoch `e`'s order and
+    distortions are stateless functions of `(seed, e)`, so two runs with one seed see the
+    same batches, and a run resumed at epoch `k` sees exactly what an uninterrupted run
+    sees from epoch `k` on.
+
+    Args:
+        images: uint8 or float `(N, 28, 28)` raw pixels.
+        labels: Integer `(N,)` digits.
+        batch_size: Images per batch.
+        shuffle: Shuffle per epoch and repeat forever (training), or one pass in order.
+        seed: Seed of the order and the distortions.
+        distort: Random affine distortions of each training image (with `shuffle=True`).
+        first_epoch: Index of the first epoch the stream produces.
+        drop_remainder: Drop the last partial batch of each epoch.
+
+    Returns:
+        The `tf.data.Dataset`.
+    """
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    pixels = tf.constant(np.asarray(images, dtype=np.float32))
+    targets = tf.constant(np.asarray(labels, dtype=np.int32))
+    count = len(labels)
+    if not shuffle:
+        index_batches = tf.data.Dataset.range(count).batch(batch_size, drop_remainder=drop_remainder)
+        return index_batches.map(
+            lambda index: (tf.gather(pixels, index), tf.gather(targets, index))
+        ).prefetch(tf.data.AUTOTUNE)
+
+    def one_epoch(epoch):
+        epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=epoch_seed)
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        return batches.enumerate().map(
+            lambda step, index: _gather_batch(index, epoch_seed, step)
+        )
+
+    def _gather_batch(index, epoch_seed, step):
+        batch_images = tf.gather(pixels, index)
+        if distort:
+            batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, step)
+            batch_images = _affine_distort(batch_images, batch_seed)
+        return batch_images, tf.gather(targets, index)
+
+    epochs = tf.data.Dataset.counter(start=first_epoch, dtype=tf.int64)
+    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
