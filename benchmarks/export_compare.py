@@ -17,7 +17,6 @@ cross-entropy; with `--stock-epochs 0` its weights stay random, which is enough 
 timing and size columns but makes its test error meaningless.
 """
 
-import argparse
 import os
 import pathlib
 import statistics
@@ -140,13 +139,13 @@ def main(argv):
     )
     parser.add_argument("--model", required=True, metavar="PATH", help="the paper model's .keras file")
     parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR)")
-    parser.add_argument("--stock-epochs", type=_count, default=1, metavar="N",
+    parser.add_argument("--stock-epochs", type=cli.non_negative_int, default=1, metavar="N",
                         help="epochs to train the stock LeNet; 0 keeps random weights (default: 1)")  # fmt: skip
-    parser.add_argument("--repeats", type=_count, default=3, metavar="N",
+    parser.add_argument("--repeats", type=cli.non_negative_int, default=3, metavar="N",
                         help="alternating measurements per artifact (default: 3)")  # fmt: skip
-    parser.add_argument("--threads", type=_count, default=os.cpu_count(), metavar="N",
+    parser.add_argument("--threads", type=cli.non_negative_int, default=os.cpu_count(), metavar="N",
                         help="CPU threads per runtime (default: all cores)")  # fmt: skip
-    parser.add_argument("--latency-runs", type=_count, default=300, metavar="N",
+    parser.add_argument("--latency-runs", type=cli.non_negative_int, default=300, metavar="N",
                         help="single-image calls per latency median (default: 300)")  # fmt: skip
     parser.add_argument("--graph", choices=("folded", "literal"), default="folded",
                         help="how the paper model is exported (default: folded, as export.* do)")  # fmt: skip
@@ -176,15 +175,6 @@ def main(argv):
                                "results": result})  # fmt: skip
     return 0
 
-
-def _count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
 
 
 if __name__ == "__main__":

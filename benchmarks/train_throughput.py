@@ -13,7 +13,6 @@ faster.
 """
 
 import argparse
-import json
 import statistics
 import time
 

@@ -307,32 +307,21 @@ def build_parser():
         help="folder with the MNIST IDX files (default: $LENET_MNIST_DIR, else tensorflow-datasets)",
     )  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
-    parser.add_argument("--limit", type=_positive_int, metavar="N",
+    parser.add_argument("--limit", type=cli.positive_int, metavar="N",
                         help="use the first N test images only (quick checks; bars still apply)")  # fmt: skip
-    parser.add_argument("--threads", type=_positive_int, default=os.cpu_count(), metavar="N",
+    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(), metavar="N",
                         help="CPU threads for TensorFlow, LiteRT and onnxruntime (default: all cores)")  # fmt: skip
-    parser.add_argument("--batch-size", type=_positive_int, default=1024, metavar="N",
+    parser.add_argument("--batch-size", type=cli.positive_int, default=1024, metavar="N",
                         help="images per call for the throughput pass (default: 1024)")  # fmt: skip
-    parser.add_argument("--latency-runs", type=_positive_int, default=200, metavar="N",
+    parser.add_argument("--latency-runs", type=cli.positive_int, default=200, metavar="N",
                         help="single-image calls whose median is the latency (default: 200)")  # fmt: skip
-    parser.add_argument("--tflm-images", type=_positive_int, metavar="N",
+    parser.add_argument("--tflm-images", type=cli.positive_int, metavar="N",
                         help="test images for TFLite Micro, which is slow (default: all)")  # fmt: skip
     parser.add_argument("--no-tflm", dest="tflm", action="store_false",
                         help="skip the TensorFlow Lite Micro run of int8 models")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
-
-def _positive_int(text):
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def main(argv):

@@ -1,6 +1,7 @@
 """What every lenet-tf command line shares: quiet start-up and one-line errors."""
 
 import argparse
+import math
 import os
 import pathlib
 import sys
@@ -15,6 +16,10 @@ class UsageError(Exception):
     """Bad input from the user. The message is one line naming the file or flag at fault."""
 
 
+class RunError(Exception):
+    """A run failed for a reason outside its input, such as a lost worker. One line, status 1."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` whose errors are one line, `error: <message>`, exit status 2.
 
@@ -24,6 +29,37 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"error: {message} (see {self.prog} --help)\n")
+
+
+def number_type(parse, accept, description):
+    """An argparse `type` that parses with `parse` and accepts only values `accept` allows.
+
+    Args:
+        parse: `int` or `float`.
+        accept: Predicate on the parsed value.
+        description: What a valid value is, for the error ("a positive integer").
+
+    Returns:
+        A function from the argument's text to its value, raising `ArgumentTypeError`.
+    """
+
+    def convert(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {description}, got {text}")
+        return value
+
+    return convert
+
+
+positive_int = number_type(int, lambda value: value >= 1, "a positive integer")
+non_negative_int = number_type(int, lambda value: value >= 0, "an integer >= 0")
+positive_float = number_type(float, lambda value: math.isfinite(value) and value > 0, "a positive number")
+non_negative_float = number_type(float, lambda value: math.isfinite(value) and value >= 0, "a number >= 0")
+seed = number_type(int, lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
 
 
 def quiet_tensorflow():
@@ -60,8 +96,9 @@ def run(main, argv=None):
     """Runs `main(argv)` and turns bad input into `error: <message>` and exit status 2.
 
     Bad input is a `UsageError`, an `MNISTDataError` (unreadable or malformed MNIST files), or
-    an `OSError` that names a file (missing, unreadable, a folder, a full disk). Ctrl-C that
-    reaches here ends with status 130. Anything else is a bug and keeps its traceback.
+    an `OSError` that names a file (missing, unreadable, a folder, a full disk). A `RunError`
+    (the run failed for a reason outside its input) prints one line too, with status 1. Ctrl-C
+    that reaches here ends with status 130. Anything else is a bug and keeps its traceback.
 
     Args:
         main: Function taking the argument list and returning an exit status (or None).
@@ -75,6 +112,9 @@ def run(main, argv=None):
     except (UsageError, MNISTDataError) as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         status = EXIT_USAGE
+    except RunError as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        status = 1
     except OSError as err:
         if err.filename is None:
             raise

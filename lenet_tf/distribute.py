@@ -14,7 +14,6 @@ depend on how many devices it uses.
 import json
 import os
 import sys
-import threading
 
 from lenet_tf.cli import UsageError
 
@@ -63,7 +62,10 @@ def read_tf_config():
             "expected cluster.worker (a list of host:port) and task.type / task.index"
         ) from err
     if task_type not in ("worker", "chief") or not isinstance(workers, list) or not workers:
-        raise UsageError("--strategy multiworker: TF_CONFIG needs a non-empty cluster.worker list and task.type worker or chief")
+        raise UsageError(
+            "--strategy multiworker: TF_CONFIG needs a non-empty cluster.worker list and "
+            "task.type worker or chief"
+        )
     members = config["cluster"].get(task_type, [])
     if not 0 <= index < len(members):
         raise UsageError(
@@ -90,32 +92,46 @@ def task_name(tf_config):
     return f"{tf_config['task']['type']}-{int(tf_config['task']['index'])}"
 
 
+# The watchdog's own process: waits on its stdin; EOF (cancel, or the parent died) ends it
+# quietly, the timeout prints the message and kills the parent.
+_WATCHDOG = """
+import os, select, signal, sys
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ready, _, _ = select.select([sys.stdin], [], [], seconds)
+if not ready:
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    os.kill(parent, signal.SIGKILL)
+"""
+
+
 class Watchdog:
-    """Ends the process with a one-line error unless `cancel()` is called within `seconds`.
+    """Ends this process with a one-line error unless `cancel()` is called within `seconds`.
 
     TensorFlow waits for every worker of a `MultiWorkerMirroredStrategy` cluster to register
-    before the first step, for up to an hour, and in C++ where no Python signal handler runs:
-    a mistyped address or a worker that never starts would hang the run. The timer thread ends
-    it instead. Nothing is half-written when it fires: every file is written atomically.
+    before the first step, for up to an hour, inside C++ calls that hold the GIL: no Python
+    signal handler or thread runs meanwhile, and TensorFlow swallows SIGTERM. So a mistyped
+    address or a worker that never starts would hang the run. A tiny separate process watches
+    the clock instead, and kills this one (SIGKILL, exit status 137) after printing `message`.
+    Nothing is half-written when it fires: every file is written by temporary file + rename.
 
     Args:
         seconds: Time allowed.
         message: The error line (without `error: `).
-        status: Exit status.
     """
 
-    def __init__(self, seconds, message, status=2):
-        self._message, self._status = message, status
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
+    def __init__(self, seconds, message):
+        import subprocess
 
-    def _expire(self):
-        print(f"error: {self._message}", file=sys.stderr, flush=True)
-        os._exit(self._status)
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds), f"error: {message}"],
+            stdin=subprocess.PIPE,
+        )
 
     def cancel(self):
-        self._timer.cancel()
+        if self._process.poll() is None:
+            self._process.stdin.close()
+            self._process.wait()
 
 
 def make_strategy(name, timeout_seconds=None):
@@ -141,6 +157,16 @@ def make_strategy(name, timeout_seconds=None):
         return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     raise ValueError(f"`name` must be one of {STRATEGIES}. Received: name={name!r}")
 
+
+
+def smallest_across_workers(strategy, value):
+    """The smallest of the integers `value` that every worker passes (a collective operation)."""
+    import tensorflow as tf
+
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([value], dtype=tf.int64)
+    )
+    return int(tf.reduce_min(strategy.gather(values, axis=0)))
 
 
 def patch_keras_for_multiworker(model, strategy, sample_batch):

@@ -147,7 +147,7 @@ def load_lenet5(path, compile=False):
     if path.suffix != ".keras":
         raise UsageError(f"{path}: expected a .keras model file (the name must end in .keras)")
     if not zipfile.is_zipfile(path):
-        raise UsageError(f"{path}: not a Keras model file (.keras files are zip archives)")
+        raise UsageError(f"{path}: not a Keras model file, or truncated (a .keras file is a zip archive)")
     refusal = _refusal(_read_config(path))
     if refusal:
         raise UsageError(f"{path}: {refusal}")

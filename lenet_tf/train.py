@@ -7,8 +7,10 @@ Usage:
     python -m lenet_tf.train --variant modern --out runs/modern
 
 Writes into the run folder: `model.keras`, `metrics.json`, `training_log.csv` and, when the
-`tensorboard` package is installed, TensorBoard logs under `logs/`. While training, `backup/` holds the last completed epoch; rerunning the
-same command after an interruption resumes from there.
+`tensorboard` package is installed, TensorBoard logs under `logs/`. While training, `backup/`
+holds the last completed epoch; rerunning the same command after an interruption (a kill,
+Ctrl-C, a crash) resumes from there. More devices: `--strategy mirrored` (local GPUs) or
+`--strategy multiworker` (machines listed in `$TF_CONFIG`); see `lenet_tf.distribute`.
 """
 
 import argparse
@@ -207,14 +209,18 @@ class TrainingDiverged(Exception):
 
 
 def read_backup(backup_dir, fingerprint):
-    """The epoch a run's backup has completed and its weights file, or `(0, None)` if none.
+    """The epochs a run's backup holds: `(last completed epoch, {epoch: weights file})`.
+
+    The backup keeps the last two epochs, so that the workers of a multi-worker run, which
+    save one after the other, can always agree on an epoch they all hold. Without a backup,
+    returns `(0, {})`.
 
     Raises:
         UsageError: If the backup is unreadable or belongs to a run with other settings.
     """
     metadata_path = backup_dir / "training_metadata.json"
     if not metadata_path.exists():
-        return 0, None
+        return 0, {}
     restart = f"delete {backup_dir} to start over"
     try:
         metadata = json.loads(metadata_path.read_text())
@@ -231,7 +237,11 @@ def read_backup(backup_dir, fingerprint):
         )
     if not weights.is_file():
         raise cli.UsageError(f"{weights}: missing from the backup; {restart}")
-    return epoch, weights
+    available = {epoch: weights}
+    previous = metadata.get("previous")
+    if previous and (backup_dir / previous).is_file():
+        available[epoch - 1] = backup_dir / previous
+    return epoch, available
 
 
 def _backup_callback_class():
@@ -244,8 +254,8 @@ def _backup_callback_class():
 
         Unlike `keras.callbacks.BackupAndRestore`, a kill at any moment leaves a consistent
         backup: the weights of epoch N go to a new file by temporary file + rename, then the
-        metadata naming it (written the same way), then the previous file is removed. A backup
-        is deleted only after `model.keras` and `metrics.json` are written.
+        metadata naming it and epoch N-1's file (written the same way), then older files are
+        removed. A backup is deleted only after `model.keras` and `metrics.json` are written.
         """
 
         def __init__(self, folder, fingerprint, steps_per_epoch):
@@ -260,13 +270,15 @@ def _backup_callback_class():
             name = f"epoch-{completed}.weights.h5"
             with atomic_path(self.folder / name) as tmp:
                 self.model.save_weights(tmp)
+            previous = f"epoch-{completed - 1}.weights.h5"
             write_json(
                 self.folder / "training_metadata.json",
                 {"epoch": completed, "batch": 0, "weights": name, "config": self.fingerprint,
+                 "previous": previous if (self.folder / previous).is_file() else None,
                  "steps": completed * self.steps_per_epoch},
             )  # fmt: skip
             for old in self.folder.glob("epoch-*.weights.h5"):
-                if old.name != name:
+                if old.name not in (name, previous):
                     old.unlink(missing_ok=True)
             self.last_epoch = completed
 
@@ -376,10 +388,11 @@ def _run_folder_lock(folder):
 
 def _remove_stale_temporaries(*folders):
     """Removes the temporary folders `atomic_path` left behind when a run was killed."""
+    ours = ("model.keras", "metrics.json", "training_log.csv", "training_metadata.json", "epoch-")
     for folder in folders:
         if folder.is_dir():
-            for path in folder.glob(".*.*"):
-                if path.is_dir() and path.name != ".lock":
+            for path in folder.iterdir():
+                if path.is_dir() and path.name.startswith(tuple("." + name for name in ours)):
                     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -397,6 +410,21 @@ def _trim_training_log(path, epochs):
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as file:
             csv.writer(file).writerows(kept)
+
+
+def _save_atomically(path, write):
+    """Calls `write(tmp)` and renames `tmp` onto `path`; an `OSError` names `path`, not `tmp`."""
+    from lenet_tf.files import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+
+
+def _write_metrics(path, metrics):
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
 def library_versions():
@@ -462,17 +490,17 @@ def train(config):
 
 def _train_locked(config, out, work, chief, tf_config):
     import keras
+    import numpy as np
     import tensorflow as tf
 
     from lenet_tf.data import load_mnist, make_dataset, steps_per_epoch
     from lenet_tf.distribute import make_strategy
     from lenet_tf.evaluate import evaluate_model
-    from lenet_tf.files import atomic_path, write_json
     from lenet_tf.model import build_lenet5
 
     backup_dir = work / "backup"
     fingerprint = config_fingerprint(config)
-    first_epoch, backup_weights = read_backup(backup_dir, fingerprint)
+    first_epoch, backups = read_backup(backup_dir, fingerprint)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -488,6 +516,17 @@ def _train_locked(config, out, work, chief, tf_config):
             "runs with the same cluster list and its own task index, and that the addresses are reachable",
         )  # fmt: skip
     strategy = make_strategy(config.strategy)
+    if config.strategy == "multiworker":
+        from lenet_tf.distribute import smallest_across_workers
+
+        # Workers save their backups one after the other: resume from an epoch all of them hold.
+        first_epoch = smallest_across_workers(strategy, first_epoch)
+    backup_weights = backups.get(first_epoch)
+    if first_epoch and backup_weights is None:
+        raise cli.UsageError(
+            f"{backup_dir}: holds epochs {sorted(backups)}, but the workers can only agree on "
+            f"epoch {first_epoch}; delete the backups of every worker to start over"
+        )
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
     jit_compile = {"auto": on_gpu, "on": True, "off": False}[config.jit_compile]
     if config.mixed_precision:
@@ -511,12 +550,14 @@ def _train_locked(config, out, work, chief, tf_config):
         if backup_weights:
             model.optimizer.build(model.trainable_variables)
             model.load_weights(backup_weights)
-            if int(model.optimizer.iterations) != first_epoch * steps:
-                raise cli.UsageError(
-                    f"{backup_weights}: inconsistent backup ({int(model.optimizer.iterations)} "
-                    f"steps for {first_epoch} epochs of {steps}); delete {backup_dir} to start over"
-                )
-            print(f"Resuming from the backup of epoch {first_epoch} in {backup_dir}", flush=True)
+    if backup_weights:
+        restored_steps = int(np.asarray(model.optimizer.iterations.numpy()))
+        if restored_steps != first_epoch * steps:
+            raise cli.UsageError(
+                f"{backup_weights}: inconsistent backup ({restored_steps} steps for {first_epoch} "
+                f"epochs of {steps}); delete {backup_dir} to start over"
+            )
+        print(f"Resuming from the backup of epoch {first_epoch} in {backup_dir}", flush=True)
     # The data stream is a function of (seed, epoch), so a resumed run sees the same batches
     # as an uninterrupted one from its first resumed epoch on.
     train_data = make_dataset(
@@ -556,6 +597,7 @@ def _train_locked(config, out, work, chief, tf_config):
                     steps_per_epoch=steps,
                     validation_data=test_data if config.validation else None,
                     callbacks=callbacks,
+                    shuffle=False,  # the stream is already shuffled, per (seed, epoch)
                     verbose=config.verbose,
                 )
         if first_epoch >= config.epochs and config.ema:
@@ -563,6 +605,14 @@ def _train_locked(config, out, work, chief, tf_config):
             model.optimizer.finalize_variable_values(model.trainable_weights)
     except TrainingInterrupted as err:
         interrupted = err.signum
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as err:
+        if config.strategy != "multiworker":
+            raise
+        reason = next((line.strip() for line in str(err).splitlines() if "aborted" in line.lower()), type(err).__name__)
+        raise cli.RunError(
+            f"--strategy multiworker: lost a worker ({reason}); the backup of epoch "
+            f"{backup.last_epoch or first_epoch} is kept: restart every worker with the same command to resume"
+        ) from None
     except TrainingDiverged as err:
         shutil.rmtree(backup_dir, ignore_errors=True)
         raise cli.UsageError(
@@ -576,8 +626,7 @@ def _train_locked(config, out, work, chief, tf_config):
 
     # Every worker saves (the TensorFlow guide's rule for multi-worker training); only the
     # chief's copy is kept.
-    with atomic_path(work / "model.keras") as tmp:
-        model.save(tmp)
+    _save_atomically(work / "model.keras", model.save)
     metrics = {
         "epochs": config.epochs,
         "completed_epochs": completed,
@@ -599,7 +648,7 @@ def _train_locked(config, out, work, chief, tf_config):
     if interrupted is not None:
         metrics["signal"] = signal.Signals(interrupted).name
         if chief:
-            write_json(out / "metrics.json", metrics)
+            _save_atomically(out / "metrics.json", lambda tmp: _write_metrics(tmp, metrics))
         return metrics
     if not chief:
         shutil.rmtree(work, ignore_errors=True)
@@ -615,7 +664,7 @@ def _train_locked(config, out, work, chief, tf_config):
     metrics.update(
         test_error=result["test_error"], test_accuracy=result["test_accuracy"], test_errors=result["errors"]
     )
-    write_json(out / "metrics.json", metrics)
+    _save_atomically(out / "metrics.json", lambda tmp: _write_metrics(tmp, metrics))
     # Only now is the backup redundant: a kill before this line resumes and rewrites the same.
     shutil.rmtree(backup_dir, ignore_errors=True)
     return metrics
@@ -630,31 +679,31 @@ def build_parser():
     )
     parser.add_argument("--variant", choices=("paper", "modern"), default=defaults.variant,
                         help="paper: LeCun et al. 1998 as published; modern: ReLU, max-pool, softmax")
-    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs, help="passes over the training set")
-    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+    parser.add_argument("--epochs", type=cli.positive_int, default=defaults.epochs, help="passes over the training set")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=defaults.batch_size,
                         help="images per update (the global batch, split across --strategy replicas)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
-    parser.add_argument("--lr", type=_positive_float, default=defaults.learning_rate, dest="learning_rate",
+    parser.add_argument("--lr", type=cli.positive_float, default=defaults.learning_rate, dest="learning_rate",
                         help="initial learning rate")
     parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
                         help="learning-rate schedule; 'paper' steps down after epochs 2, 5, 8 and 12")
-    parser.add_argument("--weight-decay", type=_non_negative_float, default=defaults.weight_decay,
+    parser.add_argument("--weight-decay", type=cli.non_negative_float, default=defaults.weight_decay,
                         help="for --optimizer adamw")
     parser.add_argument("--ema", action=argparse.BooleanOptionalAction, default=defaults.ema,
                         help="end with an exponential moving average of the weights")
-    parser.add_argument("--map-j", type=_positive_float, default=defaults.map_j,
+    parser.add_argument("--map-j", type=cli.positive_float, default=defaults.map_j,
                         help="constant j of the paper's MAP loss (paper variant)")
     parser.add_argument("--distort", action=argparse.BooleanOptionalAction, default=defaults.distort,
                         help="random affine distortions of training images")
-    parser.add_argument("--seed", type=_seed, default=defaults.seed, help="seed for weights, data order, distortions")
+    parser.add_argument("--seed", type=cli.seed, default=defaults.seed, help="seed for weights, data order, distortions")
     parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=defaults.deterministic,
                         help="deterministic TensorFlow ops: same seed, bit-identical weights (slower)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder with the MNIST IDX files (default: $LENET_MNIST_DIR, else tensorflow-datasets)")
     parser.add_argument("--out", metavar="RUN_DIR", default=defaults.out,
                         help="run folder; rerunning the same command there resumes an interrupted run")
-    parser.add_argument("--train-limit", type=_positive_int, metavar="N", help="train on the first N images only")
-    parser.add_argument("--steps-per-execution", type=_positive_int, default=defaults.steps_per_execution,
+    parser.add_argument("--train-limit", type=cli.positive_int, metavar="N", help="train on the first N images only")
+    parser.add_argument("--steps-per-execution", type=cli.positive_int, default=defaults.steps_per_execution,
                         help="training steps per compiled call (fewer Python round trips); "
                              "lowered to a divisor of the steps per epoch")
     parser.add_argument("--jit-compile", choices=("auto", "on", "off"), default=defaults.jit_compile,
@@ -667,59 +716,23 @@ def build_parser():
     parser.add_argument("--strategy", choices=STRATEGIES, default=defaults.strategy,
                         help="default: one device; mirrored: all local GPUs; multiworker: the "
                              "machines listed in $TF_CONFIG (see README, Scaling out)")
-    parser.add_argument("--cpu-devices", type=_positive_int, metavar="N", default=defaults.cpu_devices,
+    parser.add_argument("--cpu-devices", type=cli.positive_int, metavar="N", default=defaults.cpu_devices,
                         help="split the CPU into N logical devices for --strategy mirrored "
                              "(to try data parallelism without GPUs)")
-    parser.add_argument("--worker-timeout", type=_positive_float, metavar="SECONDS", default=defaults.worker_timeout,
+    parser.add_argument("--worker-timeout", type=cli.positive_float, metavar="SECONDS", default=defaults.worker_timeout,
                         help="--strategy multiworker: fail if not every worker has started training by then")
+    parser.add_argument("--verbose", choices=("auto", "0", "1", "2"), default=str(defaults.verbose),
+                        help="0: silent; 1: progress bar; 2: one line per epoch (for log files)")
     parser.add_argument("--validation", action=argparse.BooleanOptionalAction, default=defaults.validation,
                         help="test-set evaluation after every epoch (the final test error is measured either way)")
     return parser
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _non_negative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32), got {text}")
-    return value
-
-
 def main(argv):
     args = build_parser().parse_args(argv)
     cli.quiet_tensorflow()
+    if args.verbose != "auto":
+        args.verbose = int(args.verbose)
     metrics = train(TrainConfig(**vars(args)))
     model_path = pathlib.Path(args.out) / "model.keras"
     if metrics["interrupted"]:

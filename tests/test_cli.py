@@ -56,6 +56,11 @@ def test_os_error_without_a_file_and_other_exceptions_keep_their_traceback(capsy
         cli.run(raising(ZeroDivisionError("bug")), [])
 
 
+def test_run_error_is_one_line_and_status_1(capsys):
+    status, _, err = run_main(raising(cli.RunError("--strategy multiworker: lost a worker\ndetails")), [], capsys)
+    assert (status, err) == (1, "error: --strategy multiworker: lost a worker\n")
+
+
 def test_keyboard_interrupt_exits_130(capsys):
     status, _, err = run_main(raising(KeyboardInterrupt()), [], capsys)
     assert (status, err) == (130, "interrupted\n")

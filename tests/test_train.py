@@ -76,6 +76,15 @@ def reference_run(tmp_path_factory, mnist_dir):
     return out, json.loads((out / "metrics.json").read_text()), time.perf_counter() - start
 
 
+@pytest.mark.parametrize(
+    "steps, requested, expected", [(64, 8, 8), (1875, 8, 5), (32, 8, 8), (7, 8, 7), (13, 8, 1), (30, 4, 3)]
+)
+def test_steps_per_execution_divides_the_epoch(steps, requested, expected):
+    from lenet_tf.train import effective_steps_per_execution
+
+    assert effective_steps_per_execution(steps, requested) == expected
+
+
 def test_short_training_beats_accuracy_bar(reference_run):
     _, metrics, _ = reference_run
     # 256 SGD steps on 4,096 images: the paper's network reaches about 94.6% on the full test
@@ -164,6 +173,7 @@ def test_sigkill_mid_training_then_rerun_resumes_to_identical_weights(reference_
     assert resumed["resumed_from_epoch"] == killed_at >= 2
     assert_bit_identical(out / "model.keras", tmp_path / "model.keras")
     assert resumed["test_error"] == metrics["test_error"]
+    print(f"killed after epoch {killed_at}, resumed: {resumed['test_errors']} test errors, as uninterrupted")
     log = (tmp_path / "training_log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
     assert not (tmp_path / "backup").exists()
@@ -201,5 +211,6 @@ def test_memory_stays_flat_across_epochs(reference_run):
     _, metrics, _ = reference_run
     rss = metrics["rss_mb_per_epoch"]
     assert len(rss) == 4
+    print(f"resident memory after each epoch (MiB): {rss}")
     # After the first epoch has traced the step and filled the pools, nothing should grow.
     assert rss[3] - rss[1] < 25, rss
