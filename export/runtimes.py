@@ -48,7 +48,7 @@ def as_images(images):
             (0-255), any integer or float dtype.
 
     Raises:
-        ValueError: For any other shape or a non-numeric dtype.
+        ValueError: For any other shape, a non-numeric dtype, or NaN or infinite pixels.
     """
     array = np.asarray(images)
     if array.ndim == 2:
@@ -59,6 +59,8 @@ def as_images(images):
         raise ValueError(f"images must have shape (N, 28, 28). Received: shape={array.shape}")
     if array.dtype.kind not in "uif":
         raise ValueError(f"images must hold pixel values 0-255. Received: dtype={array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError("images contain NaN or infinity")
     return array
 
 

@@ -12,7 +12,6 @@ is made MNIST-style first (see `lenet_tf.images`). A file that cannot be read ge
 error; the others are still read, and the exit status is then 2.
 """
 
-import argparse
 import json
 import sys
 
@@ -51,7 +50,7 @@ def predict_files(runtime, paths):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m lenet_tf.predict",
         description="Read handwritten digits from image files with a trained or exported LeNet-5.",
     )

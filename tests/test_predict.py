@@ -174,3 +174,13 @@ def test_predict_cli_refuses_a_model_file_that_is_not_a_model(tmp_path, drawn_di
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {bogus}: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_runtimes_refuse_non_finite_pixels(trained_run):
+    from export.runtimes import load_runtime
+
+    runtime = load_runtime(trained_run[0] / "model.keras")
+    pixels = np.zeros((2, 28, 28), np.float32)
+    pixels[1, 5, 5] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        runtime.predict(pixels)
