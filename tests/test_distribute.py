@@ -134,7 +134,9 @@ def test_two_workers_on_loopback_match_one_device(single_device_run, mnist_dir, 
     assert_same_training(reference / "model.keras", tmp_path / "model.keras")
     assert abs(metrics["test_errors"] - reference_metrics["test_errors"]) <= 2
     # Only the chief writes the run folder; the other worker's private folder is gone.
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "metrics.json", "model.keras", "training_log.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock", "logs", "metrics.json", "model.keras", "training_log.csv",
+    ]  # fmt: skip
     print(f"two-worker run: {seconds:.1f} s wall, {metrics['seconds']} s training")
 
 
