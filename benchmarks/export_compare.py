@@ -5,8 +5,9 @@ Usage:
     python -m benchmarks.export_compare --model runs/paper/model.keras [--data-dir DIR] \
         [--stock-epochs 1] [--repeats 3] [--graph folded|literal] [--out DIR] [--json results.json]
 
-Both models go through the same exporters (`export.tflite` float32 and full int8, `export.onnx`)
-and the same runtimes (`export.runtimes`: LiteRT, onnxruntime), with the same thread count.
+Both models are saved as `.keras` files and go through the same exporters (`export.tflite`
+float32 and full int8, `export.onnx`) and the same runtimes (`export.runtimes`: Keras
+`predict_on_batch`, LiteRT, onnxruntime), with the same thread count.
 Measurements alternate between the two models, `--repeats` times, and the median is reported,
 so machine noise hits both sides alike. Batch-1 latency is the median of single-image calls
 after warm-up; throughput is images/s over the 10,000 test images in batches of 1024.
@@ -25,6 +26,7 @@ import tempfile
 from lenet_tf import cli
 
 ARTIFACTS = (
+    ("Keras float32", "keras", None),
     ("TFLite float32", "tflite", "none"),
     ("TFLite int8", "tflite", "int8"),
     ("ONNX float32", "onnx", None),
@@ -46,14 +48,18 @@ def train_stock(x_train, y_train, epochs, seed=0):
 
 
 def export_all(model, folder, calibration, graph="folded"):
-    """Writes the three artifacts of `model` into `folder`; returns {label: path}."""
+    """Writes the `.keras` file and the three exports of `model` into `folder`; returns {label: path}."""
     from export import onnx as onnx_export
     from export import tflite
 
     folder = pathlib.Path(folder)
     paths = {}
     for label, fmt, quantization in ARTIFACTS:
-        if fmt == "tflite":
+        if fmt == "keras":
+            path = folder / f"{model.name}.keras"
+            folder.mkdir(parents=True, exist_ok=True)
+            model.save(path)
+        elif fmt == "tflite":
             path = folder / f"{model.name}_{quantization}.tflite"
             tflite.export_tflite(model, path, quantization, calibration_images=calibration, graph=graph)
         else:
@@ -110,9 +116,13 @@ def compare(paper, stock, x_train, x_test, y_test, folder, repeats=3, threads=No
     return result
 
 
-def markdown(result, stock_epochs):
-    """Side-by-side table; ratios > 1 mean the paper model is faster (or larger)."""
-    stock_note = f"stock trained {stock_epochs} epoch(s)" if stock_epochs else "stock untrained (timing only)"
+def markdown(result, stock_note):
+    """Side-by-side table; ratios > 1 mean the paper model is faster (or larger).
+
+    Args:
+        result: What `compare` returns.
+        stock_note: How the stock model was trained, for the test-error column's heading.
+    """
     lines = [
         f"| artifact | size paper / stock | test error paper / stock ({stock_note}) "
         "| batch-1 latency paper / stock | throughput paper / stock (batch 1024) | speed ratio paper/stock |",
@@ -167,7 +177,8 @@ def main(argv):
             args.latency_runs, args.graph,
         )  # fmt: skip
     print(f"paper model: {args.model} ({args.graph} graph)\n")
-    print(markdown(result, args.stock_epochs))
+    stock_note = f"stock trained {args.stock_epochs} epoch(s)" if args.stock_epochs else "stock untrained (timing only)"
+    print(markdown(result, stock_note))
     if args.json:
         from lenet_tf.files import write_json
 

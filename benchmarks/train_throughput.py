@@ -1,78 +1,99 @@
-"""Training throughput of the paper model beside a stock-Keras LeNet, in one process.
+"""Training throughput of the paper model beside a stock-Keras and a PyTorch LeNet, in one process.
 
 Usage:
 
-    python -m benchmarks.train_throughput [--batch-size 32] [--steps 600] [--repeats 3] \
+    python -m benchmarks.train_throughput [--batch-size 128] [--steps 300] [--repeats 3] \
         [--data-dir DIR] [--json results.json]
 
-Both models train with `model.fit` on the same in-memory MNIST stream (lenet_tf.data), the
-same batch size, optimizer and `steps_per_execution`. Measurements alternate between the
-models, each after a warm-up epoch that absorbs tracing, and the median of the repeats is
-reported, so machine noise hits both sides alike. The ratio > 1 means the paper model is
-faster.
+The contenders are `benchmarks.trainers`' (the paper model as `python -m lenet_tf.train`
+compiles it, the stock-Keras LeNet through the same `model.fit` and in-memory stream, the
+PyTorch LeNet when PyTorch is installed), each in its own worker process. Measurements
+alternate between them, after one warm-up measurement each that absorbs tracing, and the
+median of the repeats is reported, so machine noise hits all sides alike. A ratio above 1
+means the paper model is faster.
 """
 
-import argparse
 import statistics
-import time
 
+from benchmarks.trainers import add_contender_arguments
 from lenet_tf import cli
 
 
-def _images_per_second(model, dataset, steps, batch_size):
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    return steps * batch_size / (time.perf_counter() - start)
+def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
+    """Training images/s of each contender, alternating, median of `repeats`.
 
+    Args:
+        data_dir: MNIST folder (None: `lenet_tf.data.load_mnist`'s default).
+        batch_size: Images per step for every contender.
+        steps: Training steps per measurement (one more measurement warms each up).
+        repeats: Measurements per contender.
+        seed: Seed of the weights and the data order.
 
-def measure(batch_size, steps, repeats, data_dir):
-    """Returns {"paper": images/s, "stock": images/s, "ratio": paper/stock} (medians)."""
-    import keras
+    Returns:
+        `{"batch_size", "images_per_second": {contender: images/s}, "ratio_vs_stock"` and,
+        with PyTorch installed, `"ratio_vs_torch"}`: paper model / other.
+    """
+    from benchmarks.trainers import TrainerProcess, available_contenders
 
-    from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
-    from lenet_tf.data import load_mnist, make_dataset
-    from lenet_tf.model import build_lenet5
-    from lenet_tf.train import TrainConfig, compile_lenet5
-
-    keras.utils.set_random_seed(0)
-    (x_train, y_train), _ = load_mnist(data_dir)
-    config = TrainConfig(batch_size=batch_size)
-    models = {"paper": build_lenet5("paper"), "stock": build_stock_lenet()}
-    compile_lenet5(models["paper"], config, steps, jit_compile=False)
-    compile_stock_lenet(models["stock"], config.steps_per_execution, config.learning_rate)
-    data = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=0)
-    for model in models.values():  # warm-up: tracing and the first-call allocations
-        model.fit(data, epochs=1, steps_per_epoch=steps // 4, verbose=0)
-    samples = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            samples[name].append(_images_per_second(model, data, steps, batch_size))
-    result = {name: statistics.median(values) for name, values in samples.items()}
-    result["ratio"] = result["paper"] / result["stock"]
+    trainer_args = {"batch_size": batch_size, "total_steps": (repeats + 1) * steps, "steps_per_call": steps, "seed": seed}
+    workers = {}
+    try:
+        for name in available_contenders():
+            workers[name] = TrainerProcess(name, data_dir, **trainer_args)
+            workers[name].train(steps)  # tracing and first-call allocations
+        samples = {name: [] for name in workers}
+        for _ in range(repeats):
+            for name, worker in workers.items():
+                samples[name].append(worker.images_per_second(steps))
+    finally:
+        for worker in workers.values():
+            worker.close()
+    speeds = {name: statistics.median(values) for name, values in samples.items()}
+    result = {"batch_size": batch_size, "images_per_second": speeds, "ratio_vs_stock": speeds["paper"] / speeds["stock"]}
+    if "torch" in speeds:
+        result["ratio_vs_torch"] = speeds["paper"] / speeds["torch"]
     return result
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.train_throughput",
-        description="Training images/s of the paper LeNet-5 vs a stock-Keras LeNet, same run.",
-    )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=600, help="training steps per measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating measurements per model")
-    parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR)")
-    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    args = parser.parse_args(argv)
-    cli.quiet_tensorflow()
-    result = measure(args.batch_size, args.steps, args.repeats, args.data_dir)
-    print(f"| model | training images/s (batch {args.batch_size}) |\n|---|---|")
-    print(f"| paper LeNet-5 (lenet_tf) | {result['paper']:,.0f} |")
-    print(f"| stock-Keras LeNet | {result['stock']:,.0f} |")
-    print(f"| ratio paper / stock | {result['ratio']:.2f} |")
-    if args.json:
-        from lenet_tf.files import write_json
+MODEL_LABELS = {
+    "paper": "paper LeNet-5 (lenet_tf, `model.fit`)",
+    "stock": "stock-Keras LeNet (`model.fit`)",
+    "torch": "PyTorch LeNet (training loop)",
+}
 
-        write_json(args.json, {"batch_size": args.batch_size, **result})
+
+def markdown(result):
+    """The throughput table, one row per model, with the paper model's speed ratio to each."""
+    speeds = result["images_per_second"]
+    lines = [f"| model | training images/s (batch {result['batch_size']}) | paper model / this |", "|---|---:|---:|"]
+    for name, speed in speeds.items():
+        lines.append(f"| {MODEL_LABELS[name]} | {speed:,.0f} | {speeds['paper'] / speed:.2f} |")
+    return "\n".join(lines)
+
+
+def build_parser():
+    parser = cli.ArgumentParser(
+        prog="python -m benchmarks.train_throughput",
+        description="Training images/s of the paper LeNet-5 vs a stock-Keras and a PyTorch LeNet, same run.",
+    )
+    parser.add_argument("--steps", type=cli.positive_int, default=300, metavar="N",
+                        help="training steps per measurement (default: 300)")  # fmt: skip
+    parser.add_argument("--repeats", type=cli.positive_int, default=3, metavar="N",
+                        help="alternating measurements per model (default: 3)")  # fmt: skip
+    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    add_contender_arguments(parser)
+    return parser
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    cli.quiet_tensorflow()
+    from lenet_tf.files import write_json
+
+    result = measure(args.data_dir, args.batch_size, args.steps, args.repeats)
+    print(markdown(result))
+    if args.json:
+        write_json(args.json, result)
     return 0
 
 

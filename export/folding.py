@@ -3,9 +3,12 @@
 A trained paper-variant LeNet-5 computes, layer by layer, `A tanh(S z)` (the scaled tanh,
 A = 1.7159, S = 2/3), trainable subsampling `f(coefficient * block_sum + bias)`, and a
 posterior `softmax(-d)` over the squared RBF distances `d_i = ||x||^2 - 2 x.c_i + ||c_i||^2`.
-`folded_model` computes the same probabilities with fewer, cheaper operations, by three exact
+`folded_model` computes the same probabilities with fewer, cheaper operations, by four exact
 identities:
 
+- The input normalisation `pixel * scale + background` is affine and C1 is linear, so it folds
+  into C1's weights and bias. The raw pixels are padded with zeros, which is what the
+  normalisation's padding does before it maps them (to the background value).
 - The slope S folds into each layer's weights and bias; the amplitude A of one layer's output
   folds into the next layer's weights (a plain `tanh` remains).
 - Subsampling is linear before its squashing: `coefficient * block_sum + bias` is a 2x2,
@@ -52,8 +55,11 @@ def _subsampling(layer, amplitude_in):
     return folded, [kernel, SLOPE * bias]
 
 
-def _convolution(layer, amplitude_in):
-    """A `Conv2D` or `SparseConv2D` with scaled tanh as a `Conv2D` with a plain tanh."""
+def _convolution(layer, amplitude_in, input_affine=None):
+    """A `Conv2D` or `SparseConv2D` with scaled tanh as a `Conv2D` with a plain tanh.
+
+    `input_affine`, `(scale, offset)`, is an affine map of the inputs to fold in as well.
+    """
     _require(layer.activation is scaled_tanh, layer, "its activation is not the scaled tanh")
     if isinstance(layer, SparseConv2D):
         kernel, bias = _numpy(layer.dense_kernel()), _numpy(layer.bias)
@@ -63,6 +69,12 @@ def _convolution(layer, amplitude_in):
                  and layer.groups == 1, layer, "not a plain channels-last convolution")  # fmt: skip
         kernel, bias = _numpy(layer.kernel), _numpy(layer.bias)
         filters, size, strides, padding = layer.filters, layer.kernel_size, layer.strides, layer.padding
+    if input_affine is not None:
+        _require(padding == "valid", layer, "the input normalisation folds only into a 'valid' convolution")
+        scale, offset = input_affine
+        # conv(x * scale + offset) = conv(x) * scale + offset * (sum of each filter's weights)
+        bias = bias + offset * kernel.sum(axis=(0, 1, 2))
+        kernel = scale * kernel
     folded = keras.layers.Conv2D(filters, size, strides=strides, padding=padding, activation="tanh", name=layer.name)
     return folded, [SLOPE * amplitude_in * kernel, SLOPE * bias]
 
@@ -97,10 +109,12 @@ def folded_model(model):
     x = inputs
     amplitude = 1.0  # the factor by which the folded activations are smaller than the original
     pending = []
+    input_affine = None  # the input normalisation, until C1 has folded it in
     for layer in model.layers[1:]:
         if isinstance(layer, MNISTPreprocessing):
-            config = {key: value for key, value in layer.get_config().items() if key not in ("trainable", "dtype")}
-            x = MNISTPreprocessing(**config)(x)
+            x = keras.layers.Reshape((28, 28, 1), name="channel")(x)
+            x = keras.layers.ZeroPadding2D(layer.padding, name=layer.name)(x)
+            input_affine = ((layer.foreground - layer.background) / layer.max_value, layer.background)
             continue
         if isinstance(layer, keras.layers.Flatten):
             x = keras.layers.Flatten(name=layer.name)(x)
@@ -108,13 +122,15 @@ def folded_model(model):
         if isinstance(layer, TrainableSubsampling):
             folded, weights = _subsampling(layer, amplitude)
         elif isinstance(layer, (keras.layers.Conv2D, SparseConv2D)):
-            folded, weights = _convolution(layer, amplitude)
+            folded, weights = _convolution(layer, amplitude, input_affine)
+            input_affine = None
         elif isinstance(layer, keras.layers.Dense):
             folded, weights = _dense(layer, amplitude)
         elif isinstance(layer, EuclideanRBF):
             folded, weights = _posterior(layer, amplitude)
         else:
             raise ValueError(f"cannot fold layer {layer.name!r} of class {type(layer).__name__}")
+        _require(input_affine is None, layer, "the input normalisation is not followed by a convolution")
         x = folded(x)
         pending.append((folded, weights))
         amplitude = AMPLITUDE

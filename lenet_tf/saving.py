@@ -24,7 +24,8 @@ from lenet_tf.model import PAPER_LAYERS
 MAX_UNCOMPRESSED_BYTES = 64 * 2**20
 MAX_CONFIG_BYTES = 4 * 2**20
 
-# The layer classes `build_lenet5` uses, in either variant.
+# The layer classes `build_lenet5` uses, in either variant, and `AveragePooling2D` of the
+# stock-layer LeNet the benchmarks compare against. All are code-free standard or lenet-tf layers.
 LENET5_LAYER_CLASSES = frozenset(
     {
         "InputLayer",
@@ -33,6 +34,7 @@ LENET5_LAYER_CLASSES = frozenset(
         "TrainableSubsampling",
         "SparseConv2D",
         "MaxPooling2D",
+        "AveragePooling2D",
         "Flatten",
         "Dense",
         "EuclideanRBF",

@@ -366,6 +366,15 @@ def test_tfds_failure_is_one_line_suggesting_a_data_folder(fake_tfds):
     assert "--data-dir" in message and "LENET_MNIST_DIR" in message
 
 
+def test_tfds_dataset_preparation_has_every_module_it_imports():
+    # TFDS imports `importlib_resources` lazily, only when it prepares a dataset (the download
+    # path, which needs internet), and does not declare it; lenet-tf does. Touching the lazy
+    # import is what that path does first.
+    from tensorflow_datasets.core import dataset_builder
+
+    assert dataset_builder.importlib_resources.abc.Traversable is not None
+
+
 # --- the tf.data stream ----------------------------------------------------------------------
 
 

@@ -1,0 +1,126 @@
+"""The whole benchmark suite in one process: training speed, time to 99%, inference.
+
+Usage:
+
+    pip install -e '.[dev,bench]'          # PyTorch for its column (CPU wheel)
+    python -m benchmarks.run --data-dir ../shared/data/mnist [--out benchmarks/results]
+
+Runs, in this order and side by side within each part:
+
+1. `benchmarks.train_throughput`: training images/s of the paper model, the stock-Keras LeNet
+   and the PyTorch LeNet (alternating, median of the repeats), and the ratios.
+2. `benchmarks.time_to_accuracy`: training seconds from scratch to 99.0% test accuracy.
+3. `benchmarks.export_compare`: the paper and the stock-Keras model as trained in part 2,
+   saved and exported (TFLite float32, full int8, ONNX), each run by Keras, LiteRT and
+   onnxruntime: batch-1 latency and throughput at batch 1024.
+
+Writes `results.md` (the tables, with the machine they ran on) and `results.json` (every figure)
+into `--out`, atomically, and prints the Markdown. Not part of the test suite: figures on a
+shared machine vary by tens of percent, so only the ratios measured in one run are compared.
+"""
+
+import os
+import platform
+import tempfile
+
+import keras
+
+from benchmarks.trainers import add_contender_arguments
+from lenet_tf import cli
+
+PARTS = ("throughput", "time", "inference")
+
+
+def machine():
+    """What the figures ran on: CPU model and count, Python and the library versions."""
+    import numpy as np
+    import tensorflow as tf
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                "numpy": np.__version__}  # fmt: skip
+    for name, module in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("ai-edge-litert", "ai_edge_litert")):
+        try:
+            versions[name] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            continue
+    gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
+    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "versions": versions}
+
+
+def machine_markdown(info):
+    versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items())
+    gpus = ", ".join(info["gpus"]) or "no GPU"
+    return f"Machine: {info['cpu']}, {info['cores']} cores, {gpus}; {versions}."
+
+
+def build_parser():
+    parser = cli.ArgumentParser(
+        prog="python -m benchmarks.run",
+        description="Runs the benchmark suite (training throughput, time to 99%% test accuracy, "
+        "inference latency and throughput) and writes results.md and results.json.",
+    )
+    parser.add_argument("--out", default="benchmarks/results", metavar="DIR",
+                        help="folder for results.md and results.json (default: benchmarks/results)")  # fmt: skip
+    parser.add_argument("--steps", type=cli.positive_int, default=300, metavar="N",
+                        help="training steps per throughput measurement (default: 300)")  # fmt: skip
+    parser.add_argument("--repeats", type=cli.positive_int, default=3, metavar="N",
+                        help="alternating measurements per model and figure (default: 3)")  # fmt: skip
+    parser.add_argument("--epochs", type=cli.positive_int, default=12, metavar="N",
+                        help="most epochs per model in the time-to-99%% part (default: 12)")  # fmt: skip
+    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(), metavar="N",
+                        help="CPU threads per inference runtime (default: all cores)")  # fmt: skip
+    add_contender_arguments(parser)
+    return parser
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    cli.quiet_tensorflow()
+    import pathlib
+
+    from benchmarks import export_compare, time_to_accuracy, train_throughput
+    from lenet_tf.data import load_mnist
+    from lenet_tf.files import atomic_path, write_json
+    from lenet_tf.saving import load_lenet5
+
+    out = pathlib.Path(args.out)
+    progress = keras.utils.Progbar(len(PARTS), unit_name="part")
+    results = {"machine": machine()}
+    results["throughput"] = train_throughput.measure(args.data_dir, args.batch_size, args.steps, args.repeats)
+    progress.add(1)
+    with tempfile.TemporaryDirectory(prefix="benchmarks_") as scratch:
+        scratch = pathlib.Path(scratch)
+        results["time_to_accuracy"] = time_to_accuracy.measure(
+            args.data_dir, batch_size=args.batch_size, epochs=args.epochs, save_dir=scratch
+        )
+        progress.add(1)
+        (x_train, _), (x_test, y_test) = load_mnist(args.data_dir)
+        paper, stock = (load_lenet5(scratch / f"{name}.keras") for name in ("paper", "stock"))
+        results["inference"] = export_compare.compare(
+            paper, stock, x_train, x_test, y_test, scratch / "exports", repeats=args.repeats, threads=args.threads
+        )
+    progress.add(1)
+
+    report = "\n\n".join([
+        machine_markdown(results["machine"]),
+        "Training throughput:\n\n" + train_throughput.markdown(results["throughput"]),
+        "Time to 99.0% test accuracy from scratch:\n\n" + time_to_accuracy.markdown(results["time_to_accuracy"]),
+        "Inference (the models as trained in the time-to-99% part):\n\n" + export_compare.markdown(results["inference"], "as trained in part 2"),
+    ])  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "results.md") as path:
+        path.write_text(report + "\n")
+    write_json(out / "results.json", results)
+    print("\n" + report)
+    print(f"\nwrote {out / 'results.md'} and {out / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

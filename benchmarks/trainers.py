@@ -1,0 +1,234 @@
+"""The three contenders behind one interface, each in its own worker process.
+
+A trainer has `train(steps, every=None, callback=None)`, `accuracy(images, labels)` and
+`images_per_second(steps)`:
+
+- `"paper"`: lenet_tf's paper LeNet-5, compiled as `python -m lenet_tf.train` compiles it (its
+  `TrainConfig` defaults: AdamW, weight average, MAP loss), trained with `model.fit`.
+- `"stock"`: the stock-Keras LeNet (`benchmarks.stock_lenet`) with Adam and cross-entropy,
+  through the same `model.fit`, in-memory stream and `steps_per_execution`.
+- `"torch"`: the same stock LeNet in PyTorch (`benchmarks.torch_lenet`), when installed.
+
+`TrainerProcess` runs one trainer in a process of its own. TensorFlow's and PyTorch's thread
+pools both size themselves to every core and spin briefly when idle; in one process, each
+library's idle threads would slow the other's measurement. A worker waits on a pipe between
+requests, so the benchmarks can alternate between contenders and each runs alone.
+"""
+
+import multiprocessing
+import time
+
+CONTENDERS = ("paper", "stock", "torch")
+
+
+class KerasTrainer:
+    """`model.fit` on the infinite in-memory MNIST stream of `lenet_tf.data`.
+
+    Args:
+        model: A compiled Keras model.
+        dataset: The `lenet_tf.data.make_dataset` training stream.
+        batch_size: Images per step (the stream's batch size).
+    """
+
+    def __init__(self, model, dataset, batch_size):
+        self.model, self.dataset, self.batch_size = model, dataset, batch_size
+        self._epoch = 0
+
+    def train(self, steps, every=None, callback=None):
+        """Runs `steps` training steps in one `fit`.
+
+        Args:
+            steps: Training steps.
+            every: With `callback`: call it after every `every` steps (`steps` must be a
+                multiple).
+            callback: `callback(steps_done) -> bool`; True stops training there.
+        """
+        import keras
+
+        every = every or steps
+        first_epoch = self._epoch
+        callbacks = []
+        if callback is not None:
+            callbacks.append(
+                keras.callbacks.LambdaCallback(
+                    on_epoch_end=lambda epoch, logs: setattr(
+                        self.model, "stop_training", callback((epoch + 1 - first_epoch) * every)
+                    )
+                )
+            )
+        # Each chunk is a Keras "epoch", numbered on across calls, so the learning-rate
+        # schedule keeps counting steps from where the last call stopped.
+        history = self.model.fit(
+            self.dataset, initial_epoch=first_epoch, epochs=first_epoch + steps // every,
+            steps_per_epoch=every, callbacks=callbacks, shuffle=False, verbose=0,
+        )  # fmt: skip
+        self._epoch = first_epoch + len(history.epoch)
+
+    def accuracy(self, images, labels):
+        """Fraction of `images` (raw `(N, 28, 28)`) classified as `labels`.
+
+        With a weight average (the paper recipe), the averaged weights are what training would
+        end with if it stopped here, so they are the ones measured; training then goes on from
+        the raw weights.
+        """
+        from lenet_tf.evaluate import evaluate_model
+
+        optimizer, variables = self.model.optimizer, self.model.trainable_variables
+        if not optimizer.use_ema:
+            return evaluate_model(self.model, images, labels)["test_accuracy"]
+        raw = [variable.numpy() for variable in variables]
+        optimizer.finalize_variable_values(variables)  # the averages, into the variables
+        try:
+            return evaluate_model(self.model, images, labels)["test_accuracy"]
+        finally:
+            for variable, value in zip(variables, raw):
+                variable.assign(value)
+
+    def images_per_second(self, steps):
+        """Training images/s over `steps` steps."""
+        start = time.perf_counter()
+        self.train(steps)
+        return steps * self.batch_size / (time.perf_counter() - start)
+
+    def save(self, path):
+        """Saves the model as a `.keras` file."""
+        self.model.save(path)
+
+
+def add_contender_arguments(parser):
+    """Adds the flags every benchmark that trains the contenders takes: --data-dir, --batch-size."""
+    from lenet_tf import cli
+
+    parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR, else TFDS)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=128, metavar="N",
+                        help="training images per step for every contender (default: 128)")  # fmt: skip
+
+
+def available_contenders():
+    """The contenders this environment can run: PyTorch's only when it is installed."""
+    from benchmarks import torch_lenet
+
+    return tuple(name for name in CONTENDERS if name != "torch" or torch_lenet.available())
+
+
+def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0):
+    """One freshly initialised contender.
+
+    Args:
+        name: `"paper"`, `"stock"` or `"torch"`.
+        x_train: uint8 `(N, 28, 28)` training pixels.
+        y_train: `(N,)` digits.
+        batch_size: Images per step.
+        total_steps: Steps the trainer will run in all (the paper model's learning-rate
+            schedule and weight average are set for it, as `lenet_tf.train` sets them for a run).
+        steps_per_call: Steps each `train` call will run: the Keras models' `steps_per_execution`
+            is the largest divisor of it up to the `TrainConfig` default, as in `lenet_tf.train`.
+        seed: Seed of the weights and the data order.
+    """
+    if name == "torch":
+        from benchmarks.torch_lenet import TorchTrainer
+
+        return TorchTrainer(x_train, y_train, batch_size, seed=seed)
+    import keras
+
+    from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
+    from lenet_tf.data import make_dataset
+    from lenet_tf.model import build_lenet5
+    from lenet_tf.train import TrainConfig, compile_lenet5, effective_steps_per_execution
+
+    keras.utils.set_random_seed(seed)
+    config = TrainConfig(batch_size=batch_size, seed=seed)
+    steps_per_execution = effective_steps_per_execution(steps_per_call, config.steps_per_execution)
+    if name == "paper":
+        model = build_lenet5("paper")
+        compile_lenet5(model, config, total_steps, jit_compile=False, steps_per_execution=steps_per_execution)
+    elif name == "stock":
+        model = build_stock_lenet()
+        compile_stock_lenet(model, steps_per_execution)
+    else:
+        raise ValueError(f"`name` must be one of {CONTENDERS}. Received: name={name!r}")
+    dataset = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
+    return KerasTrainer(model, dataset, batch_size)
+
+
+def _serve(connection, name, data_dir, trainer_args):
+    """Worker body: builds the trainer, then answers `(method, args)` requests until None."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from benchmarks.time_to_accuracy import time_to_accuracy
+    from lenet_tf.data import load_mnist
+
+    (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
+    trainer = make_trainer(name, x_train, y_train, **trainer_args)
+    methods = {
+        "images_per_second": trainer.images_per_second,
+        "train": trainer.train,
+        "time_to_accuracy": lambda *args: time_to_accuracy(trainer, x_test, y_test, *args),
+        "save": getattr(trainer, "save", None),
+    }
+    connection.send(("ready", None))
+    while (request := connection.recv()) is not None:
+        method, args = request
+        try:
+            connection.send(("ok", methods[method](*args)))
+        except Exception as err:  # sent back and raised in the parent, with the worker's message
+            connection.send(("error", f"{name} worker: {type(err).__name__}: {err}"))
+
+
+class TrainerProcess:
+    """A contender in a worker process; its methods block until the worker answers.
+
+    Args:
+        name: `"paper"`, `"stock"` or `"torch"`.
+        data_dir: MNIST folder for `lenet_tf.data.load_mnist` (None: its default).
+        **trainer_args: `make_trainer`'s `batch_size`, `total_steps`, `steps_per_call`, `seed`.
+    """
+
+    def __init__(self, name, data_dir=None, **trainer_args):
+        self.name = name
+        context = multiprocessing.get_context("spawn")  # no TensorFlow state forked into it
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, name, data_dir, trainer_args), daemon=True)
+        self._process.start()
+        child.close()  # the worker holds it now; if the worker dies, recv() sees EOF
+        self._receive()
+
+    def _receive(self):
+        try:
+            status, value = self._connection.recv()
+        except EOFError:
+            self._process.join(timeout=5)
+            raise RuntimeError(f"{self.name} worker exited with status {self._process.exitcode}") from None
+        if status == "error":
+            raise RuntimeError(value)
+        return value
+
+    def _call(self, method, *args):
+        self._connection.send((method, args))
+        return self._receive()
+
+    def images_per_second(self, steps):
+        return self._call("images_per_second", steps)
+
+    def train(self, steps):
+        return self._call("train", steps)
+
+    def time_to_accuracy(self, target, checks, steps_per_check):
+        return self._call("time_to_accuracy", target, checks, steps_per_check)
+
+    def save(self, path):
+        return self._call("save", str(path))
+
+    def close(self):
+        """Stops the worker."""
+        if self._process.is_alive():
+            self._connection.send(None)
+            self._process.join(timeout=30)
+        self._process.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
