@@ -90,6 +90,8 @@ def main(argv):
     from lenet_tf.saving import load_lenet5
 
     out = pathlib.Path(args.out)
+    # Decoded here first: a bad folder is reported in one line before any worker starts.
+    (x_train, _), (x_test, y_test) = load_mnist(args.data_dir)
     progress = keras.utils.Progbar(len(PARTS), unit_name="part")
     results = {"machine": machine()}
     results["throughput"] = train_throughput.measure(args.data_dir, args.batch_size, args.steps, args.repeats)
@@ -100,7 +102,6 @@ def main(argv):
             args.data_dir, batch_size=args.batch_size, epochs=args.epochs, save_dir=scratch
         )
         progress.add(1)
-        (x_train, _), (x_test, y_test) = load_mnist(args.data_dir)
         paper, stock = (load_lenet5(scratch / f"{name}.keras") for name in ("paper", "stock"))
         results["inference"] = export_compare.compare(
             paper, stock, x_train, x_test, y_test, scratch / "exports", repeats=args.repeats, threads=args.threads

@@ -6,8 +6,6 @@ and the same in-memory MNIST: each batch is an index gather from one tensor, as
 `lenet_tf.data` does. Needs the optional `bench` extra (`pip install -e '.[bench]'`).
 """
 
-import time
-
 import keras
 import numpy as np
 
@@ -102,9 +100,3 @@ class TorchTrainer:
         with self._torch.inference_mode():
             predictions = [self.model(inputs[i : i + batch_size]).argmax(-1) for i in range(0, len(inputs), batch_size)]
         return float((self._torch.cat(predictions).numpy() == np.asarray(labels)).mean())
-
-    def images_per_second(self, steps):
-        """Training images/s over `steps` steps."""
-        start = time.perf_counter()
-        self.train(steps)
-        return steps * self.batch_size / (time.perf_counter() - start)

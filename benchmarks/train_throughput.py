@@ -1,4 +1,4 @@
-"""Training throughput of the paper model beside a stock-Keras and a PyTorch LeNet, in one process.
+"""Training throughput of the paper model beside a stock-Keras and a PyTorch LeNet, in one run.
 
 Usage:
 
@@ -88,8 +88,10 @@ def build_parser():
 def main(argv):
     args = build_parser().parse_args(argv)
     cli.quiet_tensorflow()
+    from lenet_tf.data import load_mnist
     from lenet_tf.files import write_json
 
+    load_mnist(args.data_dir)  # a bad folder is reported here, in one line, not by each worker
     result = measure(args.data_dir, args.batch_size, args.steps, args.repeats)
     print(markdown(result))
     if args.json:

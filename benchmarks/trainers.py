@@ -1,7 +1,7 @@
 """The three contenders behind one interface, each in its own worker process.
 
-A trainer has `train(steps, every=None, callback=None)`, `accuracy(images, labels)` and
-`images_per_second(steps)`:
+A trainer has `batch_size`, `train(steps, every=None, callback=None)` and
+`accuracy(images, labels)`; `images_per_second` times any of them:
 
 - `"paper"`: lenet_tf's paper LeNet-5, compiled as `python -m lenet_tf.train` compiles it (its
   `TrainConfig` defaults: AdamW, weight average, MAP loss), trained with `model.fit`.
@@ -84,15 +84,16 @@ class KerasTrainer:
             for variable, value in zip(variables, raw):
                 variable.assign(value)
 
-    def images_per_second(self, steps):
-        """Training images/s over `steps` steps."""
-        start = time.perf_counter()
-        self.train(steps)
-        return steps * self.batch_size / (time.perf_counter() - start)
-
     def save(self, path):
         """Saves the model as a `.keras` file."""
         self.model.save(path)
+
+
+def images_per_second(trainer, steps):
+    """Training images/s of `trainer` over `steps` steps."""
+    start = time.perf_counter()
+    trainer.train(steps)
+    return steps * trainer.batch_size / (time.perf_counter() - start)
 
 
 def add_contender_arguments(parser):
@@ -162,7 +163,7 @@ def _serve(connection, name, data_dir, trainer_args):
     (x_train, y_train), (x_test, y_test) = load_mnist(data_dir)
     trainer = make_trainer(name, x_train, y_train, **trainer_args)
     methods = {
-        "images_per_second": trainer.images_per_second,
+        "images_per_second": lambda steps: images_per_second(trainer, steps),
         "train": trainer.train,
         "time_to_accuracy": lambda *args: time_to_accuracy(trainer, x_test, y_test, *args),
         "save": getattr(trainer, "save", None),

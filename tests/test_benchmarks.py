@@ -5,8 +5,6 @@ them. These tests pin down how the figures are taken: checks are not counted as 
 a run stops at the first check at the target, workers run real models and report failures.
 """
 
-import time
-
 import numpy as np
 import pytest
 
@@ -14,22 +12,29 @@ from benchmarks import time_to_accuracy, trainers
 
 
 class ScriptedTrainer:
-    """Trains instantly; `accuracy` returns the next scripted value after a slow "evaluation"."""
+    """Trains instantly; each step and each check advance a fake clock by a set amount.
+
+    `accuracy` returns the next scripted value. With `clock`, the clock is patched into
+    `time_to_accuracy` so that its timing is exact, not measured.
+    """
 
     def __init__(self, accuracies, step_seconds=0.0, check_seconds=0.0):
         self.accuracies = list(accuracies)
         self.step_seconds, self.check_seconds = step_seconds, check_seconds
-        self.steps = 0
+        self.steps, self.now = 0, 0.0
+
+    def clock(self):
+        return self.now
 
     def train(self, steps, every=None, callback=None):
         for step in range(1, steps + 1):
-            time.sleep(self.step_seconds)
+            self.now += self.step_seconds
             self.steps += 1
             if callback is not None and step % every == 0 and callback(step):
                 return
 
     def accuracy(self, images, labels):
-        time.sleep(self.check_seconds)
+        self.now += self.check_seconds
         return self.accuracies.pop(0)
 
 
@@ -41,13 +46,14 @@ def test_time_to_accuracy_stops_at_the_first_check_at_the_target():
     assert [check["accuracy"] for check in result["curve"]] == [0.95, 0.985, 0.991]
 
 
-def test_time_to_accuracy_does_not_count_the_checks_as_training_time():
-    trainer = ScriptedTrainer([0.5, 0.6, 0.7], step_seconds=0.01, check_seconds=0.2)
+def test_time_to_accuracy_does_not_count_the_checks_as_training_time(monkeypatch):
+    trainer = ScriptedTrainer([0.5, 0.6, 0.7], step_seconds=0.01, check_seconds=5.0)
+    monkeypatch.setattr(time_to_accuracy.time, "perf_counter", trainer.clock)
     result = time_to_accuracy.time_to_accuracy(trainer, None, None, target=0.99, checks=3, steps_per_check=2)
     assert not result["reached"] and result["steps"] == 6 and result["accuracy"] == 0.7
-    # 6 steps of 10 ms trained; the 3 checks of 200 ms each are not in the figure.
-    assert 0.06 <= result["seconds"] < 0.3
-    assert [round(check["seconds"], 2) <= round(result["seconds"], 2) for check in result["curve"]] == [True] * 3
+    # 6 steps of 10 ms trained; the 3 checks of 5 s each are not in the figures.
+    assert [check["seconds"] for check in result["curve"]] == pytest.approx([0.02, 0.04, 0.06])
+    assert result["seconds"] == pytest.approx(0.06)
 
 
 def test_time_to_accuracy_table_says_when_the_target_was_not_reached():
