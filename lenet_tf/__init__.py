@@ -1,33 +1,50 @@
-"""lenet-tf: LeNet-5 as LeCun et al. (1998) built it, in Keras 3."""
+"""lenet-tf: LeNet-5 as LeCun et al. (1998) built it, in Keras 3.
 
-from lenet_tf.activations import scaled_tanh
-from lenet_tf.initializers import FanInUniform
-from lenet_tf.layers import (
-    DistancePosterior,
-    EuclideanRBF,
-    MNISTPreprocessing,
-    SparseConv2D,
-    TrainableSubsampling,
-    lenet5_connection_table,
-)
-from lenet_tf.losses import MAPLoss
-from lenet_tf.metrics import NearestPrototypeAccuracy
-from lenet_tf.model import build_lenet5, parameter_table, probability_model
+The public names below are imported on first use (PEP 562), so `import lenet_tf` and the
+commands' `--help` do not load Keras and TensorFlow.
+
+>>> import lenet_tf
+>>> model = lenet_tf.build_lenet5("paper")
+>>> model.output_shape
+(None, 10)
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DistancePosterior",
-    "EuclideanRBF",
-    "FanInUniform",
-    "MAPLoss",
-    "MNISTPreprocessing",
-    "NearestPrototypeAccuracy",
-    "SparseConv2D",
-    "TrainableSubsampling",
-    "build_lenet5",
-    "lenet5_connection_table",
-    "parameter_table",
-    "probability_model",
-    "scaled_tanh",
-]
+# Public name -> the module that defines it.
+_EXPORTS = {
+    "DistancePosterior": "lenet_tf.layers",
+    "EuclideanRBF": "lenet_tf.layers",
+    "MNISTPreprocessing": "lenet_tf.layers",
+    "SparseConv2D": "lenet_tf.layers",
+    "TrainableSubsampling": "lenet_tf.layers",
+    "lenet5_connection_table": "lenet_tf.layers",
+    "FanInUniform": "lenet_tf.initializers",
+    "MAPLoss": "lenet_tf.losses",
+    "NearestPrototypeAccuracy": "lenet_tf.metrics",
+    "build_lenet5": "lenet_tf.model",
+    "parameter_table": "lenet_tf.model",
+    "probability_model": "lenet_tf.model",
+    "scaled_tanh": "lenet_tf.activations",
+    "load_lenet5": "lenet_tf.saving",
+    "load_mnist": "lenet_tf.data",
+    "TrainConfig": "lenet_tf.training",
+    "train": "lenet_tf.training",
+    "evaluate_model": "lenet_tf.evaluation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'lenet_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -15,9 +15,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-
-class MNISTDataError(ValueError):
-    """MNIST cannot be read. `str(err)` is one line naming the file or folder and the fault."""
+from lenet_tf.errors import MNISTDataError
 
 
 class IDXFormatError(MNISTDataError):

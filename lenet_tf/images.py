@@ -17,7 +17,7 @@ import pathlib
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from lenet_tf.cli import UsageError
+from lenet_tf.errors import ImageError
 
 # Larger images are refused before decoding: a digit never needs more, and a decompression
 # bomb of a few kilobytes can otherwise ask for gigabytes.
@@ -28,10 +28,6 @@ INK_BOX = 20
 INK_THRESHOLD = 0.25
 # Below this contrast (grey levels) there is nothing to read.
 MIN_CONTRAST = 16
-
-
-class ImageError(UsageError):
-    """An image that cannot be read as a digit. The message is one line: `<path>: <problem>`."""
 
 
 def load_grayscale(path):
@@ -126,6 +122,49 @@ def to_mnist(gray, name="image"):
     field = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
     field[top : top + boxed.shape[0], left : left + boxed.shape[1]] = boxed
     return field
+
+
+def as_pixel_batch(images, name="images"):
+    """Checks that `images` keeps the input contract: a batch of raw 28x28 pixels.
+
+    The one check every entry point uses (evaluation, the runtimes of exported models).
+
+    Args:
+        images: Array-like, `(N, 28, 28)`, `(N, 28, 28, 1)` or a single `(28, 28)` image;
+            any integer or float dtype; values 0-255 (0 background, 255 full ink).
+        name: The argument's name, for the message.
+
+    Returns:
+        The images as a NumPy array `(N, 28, 28)`, dtype unchanged.
+
+    Raises:
+        ValueError: Naming the argument and the fault: wrong shape, empty, not numbers,
+            NaN or infinity, or values outside [0, 255].
+
+    Example:
+
+    >>> as_pixel_batch(np.zeros((28, 28), np.uint8)).shape
+    (1, 28, 28)
+    """
+    array = np.asarray(images)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3 or array.shape[1:] != (MNIST_SIZE, MNIST_SIZE):
+        raise ValueError(f"`{name}` must have shape (N, 28, 28). Received: shape={array.shape}")
+    if len(array) == 0:
+        raise ValueError(f"`{name}` is empty (0 images)")
+    if array.dtype.kind not in "uif":
+        raise ValueError(f"`{name}` must hold numbers. Received: dtype={array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.isfinite(array).sum())
+        raise ValueError(f"`{name}` contains {bad} NaN or infinite value(s)")
+    if array.min() < 0 or array.max() > 255:
+        raise ValueError(
+            f"`{name}` must be raw pixels in [0, 255]. Received: values in [{array.min()}, {array.max()}]"
+        )
+    return array
 
 
 def load_digit(path):

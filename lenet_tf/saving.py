@@ -17,7 +17,7 @@ import zipfile
 import keras
 import numpy as np
 
-from lenet_tf.cli import UsageError
+from lenet_tf.errors import ModelFileError
 from lenet_tf.model import PAPER_LAYERS
 
 # A LeNet-5 .keras file is about 0.3 MB; refuse anything whose members would unpack to more.
@@ -106,18 +106,18 @@ def _read_config(path):
             members = archive.infolist()
             size = sum(member.file_size for member in members)
             if size > MAX_UNCOMPRESSED_BYTES:
-                raise UsageError(
+                raise ModelFileError(
                     f"{path}: refused: unpacks to {size / 2**20:.0f} MB, more than the "
                     f"{MAX_UNCOMPRESSED_BYTES // 2**20} MB any LeNet-5 needs"
                 )
             names = {member.filename: member for member in members}
             if "config.json" not in names or "model.weights.h5" not in names:
-                raise UsageError(f"{path}: not a Keras model file (no config.json or model.weights.h5 inside)")
+                raise ModelFileError(f"{path}: not a Keras model file (no config.json or model.weights.h5 inside)")
             if names["config.json"].file_size > MAX_CONFIG_BYTES:
-                raise UsageError(f"{path}: refused: config.json is too large for a LeNet-5")
+                raise ModelFileError(f"{path}: refused: config.json is too large for a LeNet-5")
             return json.loads(archive.read("config.json"))
     except (zipfile.BadZipFile, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path}: corrupt Keras model file ({err})") from err
+        raise ModelFileError(f"{path}: corrupt Keras model file ({err})") from err
 
 
 def load_lenet5(path, compile=False):
@@ -137,36 +137,36 @@ def load_lenet5(path, compile=False):
         The `keras.Model`.
 
     Raises:
-        UsageError: One line naming the file and why it cannot be used.
+        ModelFileError: One line naming the file and why it cannot be used.
     """
     path = pathlib.Path(path)
     if not path.exists():
-        raise UsageError(f"{path}: no such file")
+        raise ModelFileError(f"{path}: no such file")
     if path.is_dir():
-        raise UsageError(f"{path}: is a folder, expected a .keras model file")
+        raise ModelFileError(f"{path}: is a folder, expected a .keras model file")
     if not os.access(path, os.R_OK):
-        raise UsageError(f"{path}: not readable (permission denied)")
+        raise ModelFileError(f"{path}: not readable (permission denied)")
     if path.suffix != ".keras":
-        raise UsageError(f"{path}: expected a .keras model file (the name must end in .keras)")
+        raise ModelFileError(f"{path}: expected a .keras model file (the name must end in .keras)")
     if not zipfile.is_zipfile(path):
-        raise UsageError(f"{path}: not a Keras model file, or truncated (a .keras file is a zip archive)")
+        raise ModelFileError(f"{path}: not a Keras model file, or truncated (a .keras file is a zip archive)")
     refusal = _refusal(_read_config(path))
     if refusal:
-        raise UsageError(f"{path}: {refusal}")
+        raise ModelFileError(f"{path}: {refusal}")
     try:
         model = keras.saving.load_model(path, compile=compile, safe_mode=True)
     except Exception as err:  # Keras raises many types for a bad archive; all mean the same.
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UsageError(f"{path}: cannot be loaded as a Keras model: {reason}") from err
+        raise ModelFileError(f"{path}: cannot be loaded as a Keras model: {reason}") from err
     missing = [name for name in PAPER_LAYERS if name not in {layer.name for layer in model.layers}]
     if missing or tuple(model.input_shape[1:3]) != (28, 28) or tuple(model.output_shape) != (None, 10):
-        raise UsageError(
+        raise ModelFileError(
             f"{path}: not a lenet-tf LeNet-5 (expected layers {', '.join(PAPER_LAYERS)}, "
             "28x28 input and 10 outputs)"
         )
     for weight in model.weights:
         if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
-            raise UsageError(
+            raise ModelFileError(
                 f"{path}: weight {weight.path} contains NaN or infinity (did its training diverge?)"
             )
     return model
