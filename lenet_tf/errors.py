@@ -53,3 +53,18 @@ class SettingError(LenetError, ValueError):
 
 class RunFailed(Exception):
     """A run failed for a reason outside its input, such as a lost worker of a cluster."""
+
+
+def first_line(err):
+    """The first non-empty line of an exception's message, or its type's name.
+
+    Dependencies raise multi-line messages (TensorFlow, onnxruntime); a one-line error quotes
+    only their first line.
+
+    >>> first_line(ValueError("\\nbad shape\\n  at line 3"))
+    'bad shape'
+    """
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__

@@ -86,14 +86,6 @@ def add_verbose_argument(parser):
     )  # fmt: skip
 
 
-def first_line(err):
-    """The first non-empty line of an exception's message, or its type's name."""
-    for line in str(err).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(err).__name__
-
-
 def wants_dependency_logs(args=None):
     """Whether the user asked to see the dependencies' logs (`--verbose` or `LENET_TF_VERBOSE`)."""
     flag = getattr(args, "verbose", False)
@@ -166,7 +158,7 @@ def run(build_parser, execute, argv=None, prog=None, flags=None):
         prog: Program name for usage lines (`"lenet-tf train"` from the entry point).
         flags: `{setting: flag}` where a flag is not `--` + the setting's dashed name.
     """
-    from lenet_tf.errors import LenetError, RunFailed, SettingError
+    from lenet_tf.errors import LenetError, RunFailed, SettingError, first_line
 
     args = build_parser(prog).parse_args(sys.argv[1:] if argv is None else argv)
     try:
