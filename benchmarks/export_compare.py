@@ -6,8 +6,9 @@ Usage:
         [--stock-epochs 1] [--repeats 3] [--graph folded|literal] [--out DIR] [--json results.json]
 
 Both models are saved as `.keras` files and go through the same exporters (`export.tflite`
-float32 and full int8, `export.onnx`) and the same runtimes (`export.runtimes`: Keras
-`predict_on_batch`, LiteRT, onnxruntime), with the same thread count.
+float32 and full int8, `export.onnx`) and the same runtimes (`lenet_tf.inference`: Keras
+`predict_on_batch`, LiteRT, onnxruntime), with the same thread count, timed by
+`benchmarks.inference`.
 Measurements alternate between the two models, `--repeats` times, and the median is reported,
 so machine noise hits both sides alike. Batch-1 latency is the median of single-image calls
 after warm-up; throughput is images/s over the 10,000 test images in batches of 1024.
@@ -23,7 +24,7 @@ import pathlib
 import statistics
 import tempfile
 
-from lenet_tf import cli
+from lenet_tf.commands import base
 
 ARTIFACTS = (
     ("Keras float32", "keras", None),
@@ -71,15 +72,15 @@ def export_all(model, folder, calibration, graph="folded"):
 
 def measure_once(path, images, labels, threads, latency_runs):
     """Test error, batch-1 latency (ms) and throughput (images/s) of one artifact, once."""
-    from export.runtimes import load_runtime
-    from export.verify import batch1_latency_ms, run_all
+    from benchmarks.inference import batch1_latency_ms, throughput
+    from lenet_tf.inference import load_runtime
 
     runtime = load_runtime(path, num_threads=threads)
-    probabilities, throughput = run_all(runtime, images, 1024, bar=None)
+    probabilities, images_per_second = throughput(runtime, images, 1024)
     return {
         "test_error": float((probabilities.argmax(-1) != labels).mean()),
         "latency_ms": batch1_latency_ms(runtime, images, latency_runs),
-        "throughput": throughput,
+        "throughput": images_per_second,
     }
 
 
@@ -91,7 +92,7 @@ def compare(paper, stock, x_train, x_test, y_test, folder, repeats=3, threads=No
         `latency_ms` and `throughput` (medians over `repeats`). `graph` is how the paper
         model is exported (`export.folding`); the stock model is standard layers either way.
     """
-    from export.common import representative_images
+    from export.tflite import representative_images
 
     calibration = representative_images(x_train)
     paths = {
@@ -141,30 +142,33 @@ def markdown(result, stock_note):
     return "\n".join(lines)
 
 
-def main(argv):
-    parser = cli.ArgumentParser(
-        prog="python -m benchmarks.export_compare",
+def build_parser(prog=None):
+    """The parser of `python -m benchmarks.export_compare`."""
+    parser = base.ArgumentParser(
+        prog=prog or "python -m benchmarks.export_compare",
         description="Size, test error, batch-1 latency and throughput of the exported paper "
         "LeNet-5 beside a stock-Keras LeNet exported the same ways (TFLite float32, int8, ONNX).",
     )
     parser.add_argument("--model", required=True, metavar="PATH", help="the paper model's .keras file")
     parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR)")
-    parser.add_argument("--stock-epochs", type=cli.non_negative_int, default=1, metavar="N",
+    parser.add_argument("--stock-epochs", type=base.non_negative_int, default=1, metavar="N",
                         help="epochs to train the stock LeNet; 0 keeps random weights (default: 1)")  # fmt: skip
-    parser.add_argument("--repeats", type=cli.non_negative_int, default=3, metavar="N",
+    parser.add_argument("--repeats", type=base.positive_int, default=3, metavar="N",
                         help="alternating measurements per artifact (default: 3)")  # fmt: skip
-    parser.add_argument("--threads", type=cli.non_negative_int, default=os.cpu_count(), metavar="N",
+    parser.add_argument("--threads", type=base.positive_int, default=os.cpu_count(), metavar="N",
                         help="CPU threads per runtime (default: all cores)")  # fmt: skip
-    parser.add_argument("--latency-runs", type=cli.non_negative_int, default=300, metavar="N",
+    parser.add_argument("--latency-runs", type=base.positive_int, default=300, metavar="N",
                         help="single-image calls per latency median (default: 300)")  # fmt: skip
     parser.add_argument("--graph", choices=("folded", "literal"), default="folded",
                         help="how the paper model is exported (default: folded, as export.* do)")  # fmt: skip
     parser.add_argument("--out", metavar="DIR", help="keep the exported artifacts here (default: a temporary folder)")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    args = parser.parse_args(argv)
-    if args.repeats < 1 or args.latency_runs < 1:
-        parser.error("--repeats and --latency-runs must be positive")
-    cli.quiet_tensorflow()
+    base.add_verbose_argument(parser)
+    return parser
+
+
+def execute(args):
+    """Exports and measures both models; prints the table (and writes `--json`)."""
     from lenet_tf.data import load_mnist
     from lenet_tf.saving import load_lenet5
 
@@ -184,9 +188,11 @@ def main(argv):
 
         write_json(args.json, {"graph": args.graph, "stock_epochs": args.stock_epochs, "threads": args.threads,
                                "results": result})  # fmt: skip
-    return 0
 
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    main()

@@ -23,16 +23,15 @@ import os
 import platform
 import tempfile
 
-import keras
-
 from benchmarks.trainers import add_contender_arguments
-from lenet_tf import cli
+from lenet_tf.commands import base
 
 PARTS = ("throughput", "time", "inference")
 
 
 def machine():
     """What the figures ran on: CPU model and count, Python and the library versions."""
+    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -59,30 +58,33 @@ def machine_markdown(info):
     return f"Machine: {info['cpu']}, {info['cores']} cores, {gpus}; {versions}."
 
 
-def build_parser():
-    parser = cli.ArgumentParser(
-        prog="python -m benchmarks.run",
-        description="Runs the benchmark suite (training throughput, time to 99%% test accuracy, "
+def build_parser(prog=None):
+    """The parser of `python -m benchmarks.run`."""
+    parser = base.ArgumentParser(
+        prog=prog or "python -m benchmarks.run",
+        description="Runs the benchmark suite (training throughput, time to 99% test accuracy, "
         "inference latency and throughput) and writes results.md and results.json.",
     )
     parser.add_argument("--out", default="benchmarks/results", metavar="DIR",
                         help="folder for results.md and results.json (default: benchmarks/results)")  # fmt: skip
-    parser.add_argument("--steps", type=cli.positive_int, default=300, metavar="N",
+    parser.add_argument("--steps", type=base.positive_int, default=300, metavar="N",
                         help="training steps per throughput measurement (default: 300)")  # fmt: skip
-    parser.add_argument("--repeats", type=cli.positive_int, default=3, metavar="N",
+    parser.add_argument("--repeats", type=base.positive_int, default=3, metavar="N",
                         help="alternating measurements per model and figure (default: 3)")  # fmt: skip
-    parser.add_argument("--epochs", type=cli.positive_int, default=12, metavar="N",
+    parser.add_argument("--epochs", type=base.positive_int, default=12, metavar="N",
                         help="most epochs per model in the time-to-99%% part (default: 12)")  # fmt: skip
-    parser.add_argument("--threads", type=cli.positive_int, default=os.cpu_count(), metavar="N",
+    parser.add_argument("--threads", type=base.positive_int, default=os.cpu_count(), metavar="N",
                         help="CPU threads per inference runtime (default: all cores)")  # fmt: skip
     add_contender_arguments(parser)
+    base.add_verbose_argument(parser)
     return parser
 
 
-def main(argv):
-    args = build_parser().parse_args(argv)
-    cli.quiet_tensorflow()
+def execute(args):
+    """Runs the three parts; writes and prints the report."""
     import pathlib
+
+    import keras
 
     from benchmarks import export_compare, time_to_accuracy, train_throughput
     from lenet_tf.data import load_mnist
@@ -120,8 +122,11 @@ def main(argv):
     write_json(out / "results.json", results)
     print("\n" + report)
     print(f"\nwrote {out / 'results.md'} and {out / 'results.json'}")
-    return 0
+
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    main()

@@ -5,7 +5,7 @@ Usage:
     python -m benchmarks.time_to_accuracy [--target 0.99] [--batch-size 128] [--epochs 12] \
         [--checks-per-epoch 2] [--data-dir DIR] [--json results.json]
 
-Each contender of `benchmarks.trainers` (the paper model with its `lenet_tf.train` recipe, the
+Each contender of `benchmarks.trainers` (the paper model with its `lenet_tf.training` recipe, the
 stock-Keras LeNet, the PyTorch LeNet when installed) trains from fresh weights, alone, in its
 own worker process; `--checks-per-epoch` times per epoch the clock stops, the full 10,000-image test
 set is classified, and the clock restarts. The time reported is training time only, up to the
@@ -18,7 +18,7 @@ recipe is fixed before the run, not tuned to stop early.
 import time
 
 from benchmarks.trainers import add_contender_arguments
-from lenet_tf import cli
+from lenet_tf.commands import base
 
 
 def time_to_accuracy(trainer, x_test, y_test, target, checks, steps_per_check):
@@ -102,36 +102,41 @@ def markdown(result):
     return "\n".join(lines)
 
 
-def build_parser():
-    parser = cli.ArgumentParser(
-        prog="python -m benchmarks.time_to_accuracy",
+def build_parser(prog=None):
+    """The parser of `python -m benchmarks.time_to_accuracy`."""
+    parser = base.ArgumentParser(
+        prog=prog or "python -m benchmarks.time_to_accuracy",
         description="Training seconds from scratch to a test accuracy, for the paper LeNet-5, a "
         "stock-Keras and a PyTorch LeNet.",
     )
-    parser.add_argument("--target", type=cli.positive_float, default=0.99, metavar="FRACTION",
+    parser.add_argument("--target", type=base.positive_float, default=0.99, metavar="FRACTION",
                         help="test accuracy to reach (default: 0.99)")  # fmt: skip
-    parser.add_argument("--epochs", type=cli.positive_int, default=12, metavar="N",
+    parser.add_argument("--epochs", type=base.positive_int, default=12, metavar="N",
                         help="most epochs per model; the paper model's schedule spans them (default: 12)")  # fmt: skip
-    parser.add_argument("--checks-per-epoch", type=cli.positive_int, default=2, metavar="N",
+    parser.add_argument("--checks-per-epoch", type=base.positive_int, default=2, metavar="N",
                         help="test-accuracy checks per epoch (default: 2)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_contender_arguments(parser)
+    base.add_verbose_argument(parser)
     return parser
 
 
-def main(argv):
-    args = build_parser().parse_args(argv)
-    if args.target >= 1:
-        raise cli.UsageError(f"--target must be below 1, got {args.target}")
-    cli.quiet_tensorflow()
+def execute(args):
+    """Measures every contender; prints the table (and writes `--json`)."""
+    from lenet_tf.errors import SettingError
     from lenet_tf.files import write_json
 
+    if args.target >= 1:
+        raise SettingError("target", f"must be below 1, got {args.target}")
     result = measure(args.data_dir, args.target, args.batch_size, args.epochs, args.checks_per_epoch)
     print(markdown(result))
     if args.json:
         write_json(args.json, result)
-    return 0
+
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    main()

@@ -16,7 +16,7 @@ means the paper model is faster.
 import statistics
 
 from benchmarks.trainers import add_contender_arguments
-from lenet_tf import cli
+from lenet_tf.commands import base
 
 
 def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
@@ -71,23 +71,24 @@ def markdown(result):
     return "\n".join(lines)
 
 
-def build_parser():
-    parser = cli.ArgumentParser(
-        prog="python -m benchmarks.train_throughput",
+def build_parser(prog=None):
+    """The parser of `python -m benchmarks.train_throughput`."""
+    parser = base.ArgumentParser(
+        prog=prog or "python -m benchmarks.train_throughput",
         description="Training images/s of the paper LeNet-5 vs a stock-Keras and a PyTorch LeNet, same run.",
     )
-    parser.add_argument("--steps", type=cli.positive_int, default=300, metavar="N",
+    parser.add_argument("--steps", type=base.positive_int, default=300, metavar="N",
                         help="training steps per measurement (default: 300)")  # fmt: skip
-    parser.add_argument("--repeats", type=cli.positive_int, default=3, metavar="N",
+    parser.add_argument("--repeats", type=base.positive_int, default=3, metavar="N",
                         help="alternating measurements per model (default: 3)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_contender_arguments(parser)
+    base.add_verbose_argument(parser)
     return parser
 
 
-def main(argv):
-    args = build_parser().parse_args(argv)
-    cli.quiet_tensorflow()
+def execute(args):
+    """Measures every contender; prints the table (and writes `--json`)."""
     from lenet_tf.data import load_mnist
     from lenet_tf.files import write_json
 
@@ -96,8 +97,11 @@ def main(argv):
     print(markdown(result))
     if args.json:
         write_json(args.json, result)
-    return 0
+
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    main()

@@ -71,7 +71,7 @@ class KerasTrainer:
         end with if it stopped here, so they are the ones measured; training then goes on from
         the raw weights.
         """
-        from lenet_tf.evaluate import evaluate_model
+        from lenet_tf.evaluation import evaluate_model
 
         optimizer, variables = self.model.optimizer, self.model.trainable_variables
         if not optimizer.use_ema:
@@ -98,10 +98,10 @@ def images_per_second(trainer, steps):
 
 def add_contender_arguments(parser):
     """Adds the flags every benchmark that trains the contenders takes: --data-dir, --batch-size."""
-    from lenet_tf import cli
+    from lenet_tf.commands import base
 
     parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR, else TFDS)")
-    parser.add_argument("--batch-size", type=cli.positive_int, default=128, metavar="N",
+    parser.add_argument("--batch-size", type=base.positive_int, default=128, metavar="N",
                         help="training images per step for every contender (default: 128)")  # fmt: skip
 
 
@@ -121,9 +121,9 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
         y_train: `(N,)` digits.
         batch_size: Images per step.
         total_steps: Steps the trainer will run in all (the paper model's learning-rate
-            schedule and weight average are set for it, as `lenet_tf.train` sets them for a run).
+            schedule and weight average are set for it, as `lenet_tf.training` sets them for a run).
         steps_per_call: Steps each `train` call will run: the Keras models' `steps_per_execution`
-            is the largest divisor of it up to the `TrainConfig` default, as in `lenet_tf.train`.
+            is the largest divisor of it up to the `TrainConfig` default, as in `lenet_tf.training`.
         seed: Seed of the weights and the data order.
     """
     if name == "torch":
@@ -135,7 +135,8 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
     from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
     from lenet_tf.data import make_dataset
     from lenet_tf.model import build_lenet5
-    from lenet_tf.train import TrainConfig, compile_lenet5, effective_steps_per_execution
+    from lenet_tf.training import TrainConfig
+    from lenet_tf.training.recipes import compile_lenet5, effective_steps_per_execution
 
     keras.utils.set_random_seed(seed)
     config = TrainConfig(batch_size=batch_size, seed=seed)

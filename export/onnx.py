@@ -15,14 +15,16 @@ labels, the input/output contract and the source model's test error (JSON-encode
 
 tf2onnx 1.17's `from_keras` fails on Keras 3 models, so a `tf.function` of the model is
 converted with an explicit `TensorSpec`; opsets 13-18 work with tf2onnx 1.17.
+
+This export does not read MNIST.
 """
 
 import json
 import pathlib
 
-from lenet_tf import cli
+from lenet_tf.commands import base
 
-from export import common
+from export import cli
 
 DEFAULT_OPSET = 17
 OPSETS = range(13, 19)
@@ -35,7 +37,7 @@ def convert(model, opset=DEFAULT_OPSET, metadata=None, graph="folded"):
     Args:
         model: The LeNet-5 to convert.
         opset: ONNX opset, 13-18.
-        metadata: Dict from `common.build_metadata`, stored in `metadata_props` (string
+        metadata: Dict from `export.contract.build_metadata`, stored in `metadata_props` (string
             values as they are, others JSON-encoded), or None.
         graph: `"folded"` or `"literal"`; see `export.folding.inference_model`.
 
@@ -44,17 +46,22 @@ def convert(model, opset=DEFAULT_OPSET, metadata=None, graph="folded"):
         `batch`, unused opset imports dropped.
 
     Raises:
-        ValueError: An opset outside 13-18, or a converted graph with custom-domain nodes.
+        SettingError: An opset outside 13-18.
+        ValueError: The converted graph has custom-domain nodes.
     """
+    from lenet_tf.errors import SettingError
+
+    if opset not in OPSETS:
+        raise SettingError("opset", f"must be in {OPSETS.start}-{OPSETS.stop - 1} for tf2onnx 1.17. Received: {opset}")
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    if opset not in OPSETS:
-        raise ValueError(f"`opset` must be in {OPSETS.start}-{OPSETS.stop - 1} for tf2onnx 1.17. Received: {opset}")
-    _, serve = common.serving_function(model, graph)
-    function = tf.function(serve, input_signature=common.input_signature())
-    onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=common.input_signature(), opset=opset)
+    from export.contract import input_signature, serving_function
+
+    _, serve = serving_function(model, graph)
+    function = tf.function(serve, input_signature=input_signature())
+    onnx_model, _ = tf2onnx.convert.from_function(function, input_signature=input_signature(), opset=opset)
     custom = sorted({node.domain for node in onnx_model.graph.node if node.domain not in STANDARD_DOMAINS})
     if custom:
         raise ValueError(f"the converted graph uses custom operator domains {custom}")
@@ -97,22 +104,33 @@ def metadata_props(metadata):
 def export_onnx(model, out, opset=DEFAULT_OPSET, metadata=None, graph="folded"):
     """Converts `model` (see `convert`) and writes `out` only once the checked model is complete.
 
+    Args:
+        model: The LeNet-5 to convert.
+        out: The `.onnx` path, replaced only by a complete file.
+        opset: ONNX opset, 13-18.
+        metadata: Dict from `export.contract.build_metadata`, or None.
+        graph: `"folded"` or `"literal"`; see `export.folding.inference_model`.
+
     Returns:
         The `onnx.ModelProto` written.
     """
+    from lenet_tf.files import atomic_path
+
     onnx_model = convert(model, opset, metadata, graph)
-    common.write_bytes(out, onnx_model.SerializeToString())
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(onnx_model.SerializeToString())
     return onnx_model
 
 
-def build_parser():
-    parser = cli.ArgumentParser(
-        prog="python -m export.onnx",
+def build_parser(prog=None):
+    """The parser of `python -m export.onnx`."""
+    parser = cli.export_parser(
+        prog or "python -m export.onnx",
         description="Export a trained LeNet-5 to ONNX (default domain only, checked with "
         "onnx.checker full_check): image (batch, 28, 28) raw pixels 0-255 -> probabilities (batch, 10).",
+        out_metavar="FILE.onnx",
+        out_help="model file to write (replaced if it exists)",
     )
-    common.add_model_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="FILE.onnx", help="model file to write (replaced if it exists)")
     parser.add_argument(
         "--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET, metavar="N",
         help=f"ONNX opset, {OPSETS.start}-{OPSETS.stop - 1} (default: {DEFAULT_OPSET})",
@@ -120,20 +138,20 @@ def build_parser():
     return parser
 
 
-def main(argv):
-    args = build_parser().parse_args(argv)
-    cli.quiet_tensorflow()
-    common.check_writable(args.out)
-    model, source, _ = common.load_for_export(args)
-    metadata = common.build_metadata(model, "onnx", **source)
+def execute(args):
+    """Writes the ONNX file and prints one line about it."""
+    model, metadata = cli.load_source(args, "onnx")
     metadata["opset"] = args.opset
     onnx_model = export_onnx(model, args.out, args.opset, metadata, args.graph)
     print(
-        f"{pathlib.Path(args.out)}: ONNX opset {args.opset}, {common.file_size(args.out):,} bytes, "
+        f"{pathlib.Path(args.out)}: ONNX opset {args.opset}, {cli.artifact_bytes(args.out):,} bytes, "
         f"{len(onnx_model.graph.node)} nodes ({full_convolutions(onnx_model)} full convolutions)"
     )
-    return 0
+
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    main()

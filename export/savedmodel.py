@@ -10,13 +10,43 @@ a JSON string (labels, input/output contract, the source model's test error):
 
     loaded = tf.saved_model.load("artifacts/lenet5_savedmodel")
     loaded.signatures["serving_default"](image=images)["probabilities"]
+
+This export does not read MNIST.
 """
 
 import json
 
-from lenet_tf import cli
+from lenet_tf.commands import base
 
-from export import common
+from export import cli
+
+
+def write_saved_model(model, path, metadata=None, graph="folded"):
+    """Writes `model` as a SavedModel whose `serving_default` signature keeps the contract.
+
+    Written through `keras.export.ExportArchive`, which stores the weights as variables the
+    TFLite converter freezes into constants (a `tf.Module` holding the Keras model leaves them
+    as resource variables, which full-integer calibration cannot read).
+
+    Args:
+        model: The LeNet-5 to export.
+        path: Folder to create. Not written atomically: see `export_saved_model`.
+        metadata: Optional dict, served as JSON by a second signature, `metadata`.
+        graph: `"folded"` or `"literal"`; see `export.folding.inference_model`.
+    """
+    import keras
+    import tensorflow as tf
+
+    from export.contract import input_signature, serving_function
+
+    probabilities, serve = serving_function(model, graph)
+    archive = keras.export.ExportArchive()
+    archive.track(probabilities)
+    archive.add_endpoint("serving_default", serve, input_signature=input_signature())
+    if metadata is not None:
+        text = json.dumps(metadata, sort_keys=True)
+        archive.add_endpoint("metadata", lambda: {"metadata": tf.constant(text)}, input_signature=[])
+    archive.write_out(str(path), verbose=False)
 
 
 def export_saved_model(model, out, metadata, graph="folded"):
@@ -25,7 +55,7 @@ def export_saved_model(model, out, metadata, graph="folded"):
     Args:
         model: The LeNet-5 to export.
         out: Folder to create or replace.
-        metadata: Dict from `common.build_metadata`.
+        metadata: Dict from `export.contract.build_metadata`.
         graph: `"folded"` or `"literal"`; see `export.folding.inference_model`.
 
     Returns:
@@ -37,7 +67,7 @@ def export_saved_model(model, out, metadata, graph="folded"):
 
     metadata = dict(metadata, format="savedmodel", graph=graph)
     with atomic_path(out) as tmp:
-        common.write_saved_model(model, tmp, metadata, graph)
+        write_saved_model(model, tmp, metadata, graph)
     return pathlib.Path(out)
 
 
@@ -49,29 +79,27 @@ def read_saved_model_metadata(path):
     return json.loads(loaded.signatures["metadata"]()["metadata"].numpy().decode())
 
 
-def build_parser():
-    parser = cli.ArgumentParser(
-        prog="python -m export.savedmodel",
+def build_parser(prog=None):
+    """The parser of `python -m export.savedmodel`."""
+    return cli.export_parser(
+        prog or "python -m export.savedmodel",
         description="Export a trained LeNet-5 as a TensorFlow SavedModel with a serving_default "
         "signature: image (batch, 28, 28) raw pixels 0-255 -> probabilities (batch, 10).",
+        out_metavar="DIR",
+        out_help="SavedModel folder to write (replaced if it exists)",
     )
-    common.add_model_arguments(parser)
-    parser.add_argument(
-        "--out", required=True, metavar="DIR", help="SavedModel folder to write (replaced if it exists)"
-    )
-    return parser
 
 
-def main(argv):
-    args = build_parser().parse_args(argv)
-    cli.quiet_tensorflow()
-    common.check_writable(args.out)
-    model, source, _ = common.load_for_export(args)
-    metadata = common.build_metadata(model, "savedmodel", **source)
+def execute(args):
+    """Writes the SavedModel and prints one line about it."""
+    model, metadata = cli.load_source(args, "savedmodel")
     out = export_saved_model(model, args.out, metadata, args.graph)
-    print(f"{out}: SavedModel, {common.file_size(out):,} bytes")
-    return 0
+    print(f"{out}: SavedModel, {cli.artifact_bytes(out):,} bytes")
+
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    main()

@@ -1,7 +1,8 @@
 """lenet-tf: LeNet-5 as LeCun et al. (1998) built it, in Keras 3.
 
 The public names below are imported on first use (PEP 562), so `import lenet_tf` and the
-commands' `--help` do not load Keras and TensorFlow.
+commands' `--help` do not load Keras and TensorFlow. Training is `lenet_tf.training.train`
+(`lenet_tf.train` is the `python -m lenet_tf.train` command).
 
 >>> import lenet_tf
 >>> model = lenet_tf.build_lenet5("paper")
@@ -30,8 +31,6 @@ _EXPORTS = {
     "scaled_tanh": "lenet_tf.activations",
     "load_lenet5": "lenet_tf.saving",
     "load_mnist": "lenet_tf.data",
-    "TrainConfig": "lenet_tf.training",
-    "train": "lenet_tf.training",
     "evaluate_model": "lenet_tf.evaluation",
 }
 

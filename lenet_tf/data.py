@@ -10,12 +10,15 @@ import gzip
 import math
 import os
 import pathlib
+import shutil
+import socket
+import urllib.parse
 import zlib
 
 import numpy as np
 import tensorflow as tf
 
-from lenet_tf.errors import MNISTDataError
+from lenet_tf.errors import MNISTDataError, first_line
 
 
 class IDXFormatError(MNISTDataError):
@@ -197,23 +200,56 @@ def _load_idx_folder(data_dir):
     return tuple(splits)
 
 
+# How long to wait for the MNIST download host before concluding there is no connection.
+DOWNLOAD_PROBE_SECONDS = 5.0
+
+
+def _check_reachable(url):
+    """Raises `MNISTDataError` at once when `url`'s host cannot be reached.
+
+    Without this, TFDS retries for minutes (urllib3 warnings, a progress bar) before failing.
+    """
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=DOWNLOAD_PROBE_SECONDS).close()
+    except OSError as err:
+        raise MNISTDataError(
+            f"tensorflow-datasets cannot download MNIST: {parts.hostname} is unreachable "
+            f"({err.strerror or err}); set LENET_MNIST_DIR to a folder with the four MNIST IDX files"
+        ) from None
+
+
+def _prepare_tfds(builder, url):
+    """Downloads and prepares MNIST into TFDS's folder; on any failure removes what it made."""
+    _check_reachable(url)
+    root = pathlib.Path(builder.data_dir).parents[1]  # <data_dir>/mnist/<version>
+    existed = {path for path in (root, root / "mnist", root / "downloads") if path.exists()}
+    try:
+        builder.download_and_prepare()
+    except BaseException as err:  # Ctrl-C too: a half-made dataset would be read as prepared.
+        for path in (root / "mnist", root / "downloads", root):
+            if path not in existed:
+                shutil.rmtree(path, ignore_errors=True)
+        if isinstance(err, Exception):
+            raise MNISTDataError(f"tensorflow-datasets could not prepare MNIST ({first_line(err)})") from None
+        raise
+
+
 @functools.lru_cache(maxsize=1)
 def _load_tfds():
     """MNIST from tensorflow-datasets, which downloads and prepares it on first use."""
-    try:
-        # Imported here: TFDS is slow to import and only this fallback needs it.
-        import tensorflow_datasets as tfds
+    # Imported here: only this fallback needs TFDS.
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import mnist
 
-        splits = tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True)
-    except Exception as err:  # TFDS raises many types when it cannot download or prepare.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MNISTDataError(
-            f"tensorflow-datasets could not provide MNIST ({reason}); pass --data-dir DIR or "
-            "set LENET_MNIST_DIR to a folder with the four MNIST IDX files instead"
-        ) from None
+    builder = tfds.builder("mnist")
+    if not builder.is_prepared():
+        _prepare_tfds(builder, mnist._MNIST_URL)
+    splits = builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True)
     return tuple(
         _read_only(np.asarray(images)[..., 0].astype(np.uint8), np.asarray(labels).astype(np.uint8))
-        for images, labels in splits
+        for images, labels in tfds.as_numpy(splits)
     )
 
 

@@ -24,8 +24,13 @@ def atomic_path(path):
 
     Example:
 
-    >>> with atomic_path("run/model.keras") as tmp:
-    ...     model.save(tmp)
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "metrics.json"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("{}")
+    >>> target.read_text()
+    '{}'
+
     """
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

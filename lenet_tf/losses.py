@@ -19,6 +19,7 @@ class MAPLoss(keras.losses.Loss):
 
     Example:
 
+    >>> import numpy as np
     >>> loss = MAPLoss(j=1.0)
     >>> float(loss(np.array([0]), np.array([[0.0, 50.0]])))  # doctest: +ELLIPSIS
     0.31...

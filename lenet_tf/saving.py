@@ -52,6 +52,19 @@ def _trusted_module(module):
     return module is not None and module.split(".")[0] in ("keras", "lenet_tf")
 
 
+def _builtins_refusal(kind, function):
+    """Why a `builtins` entry must not be loaded, or None.
+
+    Keras writes a registered function (the scaled tanh) as `{"module": "builtins",
+    "class_name": "function", "config": "lenet_tf>scaled_tanh"}`. Any other `builtins` name,
+    such as `eval` or `exec`, would hand Python's built-ins to Keras: refused here.
+    """
+    if kind == "function" and isinstance(function, str) and function.startswith("lenet_tf>"):
+        return None
+    name = function if kind == "function" else kind
+    return f"refused: names Python's built-in {name!r} (only lenet-tf functions may come from builtins)"
+
+
 def _refusal(config):
     """Why the model config `config` must not be loaded, or None if nothing is wrong.
 
@@ -84,13 +97,12 @@ def _refusal(config):
             if kind in _VALUE_MARKERS:
                 continue
             registered = item.get("registered_name") or ""
-            function = item.get("config") if kind == "function" else None
-            if (
-                _trusted_module(item.get("module"))
-                or str(registered).startswith("lenet_tf>")
-                or (item.get("module") == "builtins" and isinstance(function, str)
-                    and (function.startswith("lenet_tf>") or function.isidentifier()))
-            ):  # fmt: skip
+            if item.get("module") == "builtins":
+                refusal = _builtins_refusal(kind, item.get("config"))
+                if refusal:
+                    return refusal
+                continue
+            if _trusted_module(item.get("module")) or str(registered).startswith("lenet_tf>"):
                 continue
             return (
                 f"refused: unknown class {kind!r} from module {item.get('module')!r} "

@@ -1,22 +1,91 @@
-"""Fixtures shared by the test suite: the real MNIST files and one small trained model."""
+"""Fixtures and helpers shared by the test suite: MNIST, found as the commands find it, and
+one small trained model."""
 
+import gzip
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Where this repository's CI and development machines keep the real MNIST IDX files.
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist"
+MNIST_FILE_NAMES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+# The IDX element-type codes, written out here rather than taken from `lenet_tf.data` so that
+# the reference writer below does not share a mistake with the reader it tests.
+TYPE_CODES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
+
+
+def idx_bytes(array):
+    """The IDX encoding of `array`: magic number, big-endian uint32 sizes, big-endian data."""
+    array = np.asarray(array)
+    header = bytes([0, 0, TYPE_CODES[array.dtype], array.ndim])
+    sizes = np.asarray(array.shape, dtype=">u4").tobytes()
+    return header + sizes + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path, array, gz=False):
+    """Writes `array` as an IDX file (gzip-compressed if `gz`) and returns its path."""
+    encoded = idx_bytes(array)
+    path.write_bytes(gzip.compress(encoded) if gz else encoded)
+    return path
+
+
+def run_cli(main, argv, capsys):
+    """Runs a command's `main` as `python -m` would, in this process.
+
+    Returns:
+        `(exit status, stdout, stderr)`.
+    """
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in argv])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def assert_one_line_error(status, err, *fragments):
+    """Checks a command refused its input: exit status 2, no traceback, one `error:` line
+    holding every fragment. Returns that line."""
+    assert status == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert lines, err
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    return lines[-1]
 
 
 @pytest.fixture(scope="session")
-def mnist_dir():
-    """The folder of the real MNIST IDX files: $LENET_MNIST_DIR, else ../shared/data/mnist."""
-    path = pathlib.Path(os.environ.get("LENET_MNIST_DIR", REPO.parent / "shared" / "data" / "mnist")).resolve()
-    if not path.is_dir():
-        pytest.fail(f"MNIST IDX files not found in {path}; set LENET_MNIST_DIR")
-    return path
+def mnist_dir(tmp_path_factory):
+    """A folder of the real MNIST IDX files, found as the commands find MNIST.
+
+    `$LENET_MNIST_DIR`, else `../shared/data/mnist`, else tensorflow-datasets (which downloads
+    MNIST on first use): its arrays are written out as IDX files, so that tests can pass a
+    folder to the commands they run.
+    """
+    from lenet_tf.data import load_mnist
+
+    for candidate in (os.environ.get("LENET_MNIST_DIR"), SHARED_MNIST):
+        if candidate and pathlib.Path(candidate).is_dir():
+            return pathlib.Path(candidate).resolve()
+    folder = tmp_path_factory.mktemp("mnist")
+    for split, arrays in zip(("train", "test"), load_mnist()):
+        for name, array in zip(MNIST_FILE_NAMES[split], arrays):
+            write_idx(folder / name, array)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +98,101 @@ def mnist(mnist_dir):
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, mnist_dir):
-    """A paper-variant run folder: one epoch of `lenet_tf.train.train` with its defaults.
+    """A paper-variant run folder: one epoch of `lenet_tf.training.train` with its defaults.
 
     About 98% test accuracy, enough to tell a working model (or export) from a broken one;
     shared by every test that needs a trained `model.keras`.
     """
-    from lenet_tf.train import TrainConfig, train
+    from lenet_tf.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("run")
     metrics = train(TrainConfig(epochs=1, data_dir=str(mnist_dir), out=str(out), verbose=0))
     return out, metrics
+
+
+# --- Exported artifacts (export/) -------------------------------------------------------------
+
+# The README's export commands, as `python -m` runs them: name -> (module, options after
+# `--model`). `{out}` is the artifacts folder, `{mnist}` the MNIST folder. Only int8 reads
+# MNIST (its calibration images), so only it is given `--data-dir`.
+EXPORT_COMMANDS = {
+    "savedmodel": ("export.savedmodel", ["--out", "{out}/lenet5_savedmodel"]),
+    "none": ("export.tflite", ["--out", "{out}/lenet5_none.tflite"]),
+    "float16": ("export.tflite", ["--out", "{out}/lenet5_float16.tflite", "--quantize", "float16"]),
+    "dynamic": ("export.tflite", ["--out", "{out}/lenet5_dynamic.tflite", "--quantize", "dynamic"]),
+    "int8": ("export.tflite", ["--out", "{out}/lenet5_int8.tflite", "--quantize", "int8", "--data-dir", "{mnist}",
+                               "--c-array", "{out}/lenet5_int8_model_data.cc"]),
+    "onnx": ("export.onnx", ["--out", "{out}/lenet5.onnx"]),
+}  # fmt: skip
+# One command of each export module runs as a real process, where its stderr is what a user
+# sees; the other exports run the same `main` in this process, which saves a TensorFlow
+# start-up (about 5 s of CPU) each.
+SUBPROCESS_EXPORTS = ("savedmodel", "int8", "onnx")
+
+
+def command_env():
+    """The environment of a user's shell: no MNIST folder, no verbosity or log-level settings."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("LENET_MNIST_DIR", "LENET_TF_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+def run_module(module, *args, timeout=300):
+    """Runs `python -m module args...` from the repository root; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO, env=command_env(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def run_module_in_process(module, *args):
+    """Runs `module.main(args)` here, as `python -m` would; returns a CompletedProcess."""
+    import contextlib
+    import importlib
+    import io
+    import subprocess
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = importlib.import_module(module).main([str(arg) for arg in args])
+        except SystemExit as exit_info:
+            status = exit_info.code
+    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, mnist_dir, tmp_path_factory):
+    """Every artifact of `trained_run`'s model, written by the README's export command lines.
+
+    `SUBPROCESS_EXPORTS` run as processes, two at a time, while the others run in this one.
+    None sees `$LENET_MNIST_DIR`: a float export that read MNIST would fail. Returns a
+    namespace: `model_path`, `metrics`, `folder`, and `paths` and `results` (a
+    `CompletedProcess` each) keyed as `EXPORT_COMMANDS`.
+    """
+    import concurrent.futures
+    import types
+
+    run_dir, metrics = trained_run
+    out = tmp_path_factory.mktemp("artifacts")
+    model_path = run_dir / "model.keras"
+    argv = {
+        name: (module, ["--model", model_path, *(option.format(out=out, mnist=mnist_dir) for option in options)])
+        for name, (module, options) in EXPORT_COMMANDS.items()
+    }
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        running = {name: pool.submit(run_module, module, *args)
+                   for name, (module, args) in argv.items() if name in SUBPROCESS_EXPORTS}  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("LENET_MNIST_DIR", raising=False)
+            results = {name: run_module_in_process(module, *args)
+                       for name, (module, args) in argv.items() if name not in SUBPROCESS_EXPORTS}  # fmt: skip
+        results.update((name, future.result()) for name, future in running.items())
+    paths = {name: pathlib.Path(args[3]) for name, (_, args) in argv.items()}
+    return types.SimpleNamespace(
+        model_path=model_path, metrics=metrics, folder=out, paths=paths, results=results
+    )

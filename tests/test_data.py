@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from conftest import TYPE_CODES, idx_bytes, write_idx
 from lenet_tf import data
 from lenet_tf.data import (
     IDXFormatError,
@@ -23,33 +24,6 @@ from lenet_tf.data import (
     read_idx,
     steps_per_epoch,
 )
-
-# The IDX element-type codes, written out here rather than taken from `lenet_tf.data` so that
-# the reference writer below does not share a mistake with the reader it tests.
-TYPE_CODES = {
-    np.dtype(np.uint8): 0x08,
-    np.dtype(np.int8): 0x09,
-    np.dtype(np.int16): 0x0B,
-    np.dtype(np.int32): 0x0C,
-    np.dtype(np.float32): 0x0D,
-    np.dtype(np.float64): 0x0E,
-}
-
-
-def idx_bytes(array):
-    """The IDX encoding of `array`: magic number, big-endian uint32 sizes, big-endian data."""
-    array = np.asarray(array)
-    header = bytes([0, 0, TYPE_CODES[array.dtype], array.ndim])
-    sizes = np.asarray(array.shape, dtype=">u4").tobytes()
-    return header + sizes + array.astype(array.dtype.newbyteorder(">")).tobytes()
-
-
-def write_idx(path, array, gz=False):
-    """Writes `array` as an IDX file (gzip-compressed if `gz`) and returns its path."""
-    encoded = idx_bytes(array)
-    path.write_bytes(gzip.compress(encoded) if gz else encoded)
-    return path
-
 
 def write_mnist_folder(folder, train_labels=None, test_images=None, dotted=False, gz=True):
     """Writes a small MNIST folder (12 train, 5 test images), valid unless overridden."""
@@ -328,42 +302,96 @@ def test_lenet_mnist_dir_is_the_default_folder(tmp_path, monkeypatch):
     assert x_train.shape == (12, 28, 28)
 
 
+class FakeBuilder:
+    """Stands in for `tfds.builder("mnist")`: prepared or not, and what preparing does."""
+
+    def __init__(self, root, prepared, prepare=None):
+        self.data_dir = str(root / "mnist" / "3.0.1")
+        self.prepared, self.prepare, self.splits = prepared, prepare, None
+
+    def is_prepared(self):
+        return self.prepared
+
+    def download_and_prepare(self):
+        self.prepare(pathlib.Path(self.data_dir))
+
+    def as_dataset(self, split, batch_size, as_supervised):
+        assert (split, batch_size, as_supervised) == (["train", "test"], -1, True)
+        return self.splits
+
+
 @pytest.fixture
-def fake_tfds(monkeypatch):
-    """Routes `load_mnist()` to a stand-in `tensorflow_datasets` module; yields the module."""
+def fake_tfds(monkeypatch, tmp_path):
+    """Routes `load_mnist()` to a stand-in `tensorflow_datasets`; yields a function that
+    installs a `FakeBuilder` (keyword arguments as its) and returns it."""
     monkeypatch.delenv("LENET_MNIST_DIR", raising=False)
-    module = types.ModuleType("tensorflow_datasets")
+    module, mnist_module = types.ModuleType("tensorflow_datasets"), types.ModuleType("mnist")
+    mnist_module._MNIST_URL = "https://storage.example/mnist/"
+    module.as_numpy = lambda splits: [(images.numpy(), labels.numpy()) for images, labels in splits]
+    module.image_classification = types.SimpleNamespace(mnist=mnist_module)
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets.image_classification", module.image_classification)
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets.image_classification.mnist", mnist_module)
     data._load_tfds.cache_clear()
-    yield module
+
+    def install(**kwargs):
+        builder = FakeBuilder(tmp_path / "tfds", **kwargs)
+        module.builder = lambda name: builder if name == "mnist" else None
+        return builder
+
+    yield install
     data._load_tfds.cache_clear()
 
 
-def test_without_a_folder_mnist_comes_from_tfds_without_its_channel_axis(fake_tfds):
-    def load(name, split, batch_size, as_supervised):
-        assert (name, split, batch_size, as_supervised) == ("mnist", ["train", "test"], -1, True)
-        return [
-            (tf.fill([3, 28, 28, 1], tf.constant(7, tf.uint8)), tf.constant([1, 2, 3], tf.int64)),
-            (tf.zeros([2, 28, 28, 1], tf.uint8), tf.constant([4, 9], tf.int64)),
-        ]
+def unreachable(monkeypatch):
+    """Makes every outgoing connection fail as it does on a machine without internet."""
 
-    fake_tfds.load = load
+    def refuse(address, timeout=None):
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(data.socket, "create_connection", refuse)
+
+
+def test_without_a_folder_mnist_comes_from_tfds_without_its_channel_axis(fake_tfds, monkeypatch):
+    unreachable(monkeypatch)  # a prepared dataset needs no connection
+    builder = fake_tfds(prepared=True)
+    builder.splits = [
+        (tf.fill([3, 28, 28, 1], tf.constant(7, tf.uint8)), tf.constant([1, 2, 3], tf.int64)),
+        (tf.zeros([2, 28, 28, 1], tf.uint8), tf.constant([4, 9], tf.int64)),
+    ]
     (x_train, y_train), (x_test, y_test) = load_mnist()
     assert x_train.shape == (3, 28, 28) and x_test.shape == (2, 28, 28)
     assert x_train.dtype == y_train.dtype == np.uint8 and x_train[0, 0, 0] == 7
     assert y_test.tolist() == [4, 9] and not y_test.flags.writeable
 
 
-def test_tfds_failure_is_one_line_suggesting_a_data_folder(fake_tfds):
-    def load(*args, **kwargs):
-        raise ConnectionError("Failed to resolve 'storage.googleapis.com'\nretries exhausted")
-
-    fake_tfds.load = load
+def test_offline_tfds_fails_at_once_in_one_line_without_touching_disk(fake_tfds, monkeypatch, tmp_path):
+    unreachable(monkeypatch)
+    fake_tfds(prepared=False, prepare=lambda folder: pytest.fail("tried to download while offline"))
     with pytest.raises(MNISTDataError) as err:
         load_mnist()
     message = str(err.value)
-    assert "Failed to resolve 'storage.googleapis.com'" in message and "\n" not in message
-    assert "--data-dir" in message and "LENET_MNIST_DIR" in message
+    assert "storage.example is unreachable" in message and "\n" not in message
+    assert "LENET_MNIST_DIR" in message
+    assert not (tmp_path / "tfds").exists()
+
+
+@pytest.mark.parametrize("failure", [ConnectionError("reset by peer\nretries exhausted"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_tfds_download_leaves_nothing_behind(failure, fake_tfds, monkeypatch, tmp_path):
+    monkeypatch.setattr(data, "_check_reachable", lambda url: None)
+
+    def half_prepare(folder):
+        (folder.parents[1] / "downloads").mkdir(parents=True)
+        folder.mkdir(parents=True)
+        (folder / "mnist-train.tfrecord-00000-of-00001").write_bytes(b"partial")
+        raise failure
+
+    fake_tfds(prepared=False, prepare=half_prepare)
+    with pytest.raises(type(failure) if isinstance(failure, KeyboardInterrupt) else MNISTDataError) as err:
+        load_mnist()
+    assert not (tmp_path / "tfds").exists()
+    if not isinstance(failure, KeyboardInterrupt):
+        assert str(err.value) == "tensorflow-datasets could not prepare MNIST (reset by peer)"
 
 
 def test_tfds_dataset_preparation_has_every_module_it_imports():

@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from lenet_tf import cli
-from lenet_tf.distribute import is_chief, read_tf_config, task_name
+from lenet_tf.errors import SettingError
+from lenet_tf.training.distribute import is_chief, read_tf_config, task_name, worker_count
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SETTINGS = dict(
@@ -62,7 +62,7 @@ def assert_same_training(a, b):
 @pytest.fixture(scope="module")
 def single_device_run(tmp_path_factory, mnist_dir):
     """The settings trained on one device, in this process: (run folder, metrics)."""
-    from lenet_tf.train import TrainConfig, train
+    from lenet_tf.training import TrainConfig, train
 
     out = tmp_path_factory.mktemp("single")
     metrics = train(TrainConfig(**SETTINGS, data_dir=str(mnist_dir), out=str(out), verbose=0))
@@ -142,11 +142,10 @@ def test_two_workers_on_loopback_match_one_device(single_device_run, mnist_dir, 
 
 def test_a_worker_that_never_starts_fails_in_bounded_time(mnist_dir, tmp_path):
     start = time.monotonic()
-    [(status, _, err)] = _finish(list(_start_workers(tmp_path, mnist_dir, 2, 1, "--worker-timeout", "5")), 120)
+    [(status, _, err)] = _finish(list(_start_workers(tmp_path, mnist_dir, 2, 1, "--worker-timeout", "3")), 120)
     assert status != 0
     assert err.strip().splitlines()[-1].startswith(
-        "error: --strategy multiworker: the 2 workers in TF_CONFIG did not all start training within "
-        "--worker-timeout 5 s"
+        "error: strategy multiworker: the 2 workers in TF_CONFIG did not all start training within 3 s (worker_timeout)"
     )
     assert time.monotonic() - start < 100
 
@@ -168,9 +167,10 @@ def test_bad_tf_config_is_one_clear_error(tf_config, message, monkeypatch):
         monkeypatch.delenv("TF_CONFIG", raising=False)
     else:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(cli.UsageError) as error:
+    with pytest.raises(SettingError) as error:
         read_tf_config()
-    assert str(error.value).startswith("--strategy multiworker: ") and message in str(error.value)
+    assert error.value.setting == "strategy"  # the command names it --strategy
+    assert error.value.message.startswith("multiworker: TF_CONFIG ") and message in error.value.message
     assert "\n" not in str(error.value)
 
 
@@ -181,11 +181,17 @@ def test_the_chief_is_the_chief_task_else_worker_0():
     assert not is_chief(workers) and task_name(workers) == "worker-1"
     with_chief = {"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "worker", "index": 0}}
     assert not is_chief(with_chief) and task_name(with_chief) == "worker-0"
-    assert is_chief(None)
+    assert is_chief(None) and task_name(None) == "chief"
+    assert (worker_count(workers), worker_count(with_chief), worker_count(None)) == (2, 2, 1)
 
 
 def test_cpu_devices_needs_a_distribution_strategy(tmp_path):
-    from lenet_tf.train import TrainConfig, train
+    from lenet_tf.training import TrainConfig, train
 
-    with pytest.raises(cli.UsageError, match="--cpu-devices: needs --strategy mirrored or multiworker"):
-        train(TrainConfig(cpu_devices=2, out=str(tmp_path)))
+    with pytest.raises(SettingError, match="^cpu_devices: needs strategy 'mirrored' or 'multiworker'$"):
+        TrainConfig(cpu_devices=2, out=str(tmp_path))
+    config = TrainConfig(out=str(tmp_path))
+    config.cpu_devices = 2  # set after construction: train checks again, before touching the folder
+    with pytest.raises(SettingError, match="^cpu_devices: "):
+        train(config)
+    assert not any(tmp_path.iterdir())

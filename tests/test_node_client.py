@@ -37,14 +37,9 @@ def node_client():
 
 
 @pytest.fixture(scope="module")
-def onnx_file(trained_run, tmp_path_factory):
-    """The trained model exported with `export.onnx.export_onnx`."""
-    from export.onnx import export_onnx
-    from lenet_tf.saving import load_lenet5
-
-    path = tmp_path_factory.mktemp("onnx") / "lenet5.onnx"
-    export_onnx(load_lenet5(trained_run[0] / "model.keras"), path)
-    return path
+def onnx_file(exported):
+    """The trained model as `python -m export.onnx` wrote it (conftest's `exported`)."""
+    return exported.paths["onnx"]
 
 
 def run_client(node, *args):
@@ -54,7 +49,7 @@ def run_client(node, *args):
 
 
 def test_node_client_accuracy_and_predictions_equal_python_onnxruntime(node_client, onnx_file, mnist, mnist_dir):
-    from export.runtimes import load_runtime
+    from lenet_tf.inference import load_runtime
 
     _, (x_test, y_test) = mnist
     python_digits = load_runtime(onnx_file).predict(x_test).argmax(axis=1)

@@ -21,6 +21,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
+from conftest import run_cli
 from lenet_tf.images import MAX_PIXELS, ImageError, load_digit, to_mnist
 
 # Strokes of hand-drawn digits in a unit box (x right, y down), as a person would draw them.
@@ -90,8 +91,8 @@ def drawn_digits(tmp_path_factory):
 
 
 def test_drawn_digits_are_read_correctly_by_a_trained_model(trained_run, drawn_digits):
-    from export.runtimes import load_runtime
-    from lenet_tf.predict import predict_files
+    from lenet_tf.inference import load_runtime
+    from lenet_tf.inference import predict_files
 
     run_dir, _ = trained_run
     results = predict_files(load_runtime(run_dir / "model.keras"), [p for p, _ in drawn_digits])
@@ -102,11 +103,12 @@ def test_drawn_digits_are_read_correctly_by_a_trained_model(trained_run, drawn_d
 
 
 def test_predict_cli_prints_one_line_per_file(trained_run, drawn_digits, capsys):
-    from lenet_tf import predict
+    from lenet_tf.commands import predict
 
     paths = [str(path) for path, _ in drawn_digits[:3]]
-    assert predict.main(["--model", str(trained_run[0] / "model.keras"), *paths]) == 0
-    lines = capsys.readouterr().out.splitlines()
+    status, out, _ = run_cli(predict.main, ["--model", trained_run[0] / "model.keras", *paths], capsys)
+    assert status == 0
+    lines = out.splitlines()
     assert [line.split(": ")[0] for line in lines] == paths
     for line, (_, digit) in zip(lines, drawn_digits):
         assert re.fullmatch(rf".*: {digit} \(probability [01]\.\d{{3}}\)", line), line
@@ -235,10 +237,10 @@ def test_predict_cli_refuses_a_model_file_that_is_not_a_model(tmp_path, drawn_di
 
 
 def test_runtimes_refuse_non_finite_pixels(trained_run):
-    from export.runtimes import load_runtime
+    from lenet_tf.inference import load_runtime
 
     runtime = load_runtime(trained_run[0] / "model.keras")
     pixels = np.zeros((2, 28, 28), np.float32)
     pixels[1, 5, 5] = np.inf
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    with pytest.raises(ValueError, match="NaN or infinite"):
         runtime.predict(pixels)

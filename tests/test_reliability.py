@@ -1,7 +1,7 @@
 """Bad input everywhere, safe loading, atomic writes and resource bounds.
 
 Every command answers bad input with one line, `error: <file or flag>: <fault>`, and exit
-status 2: never a traceback, never a hang. The commands run in this process (`cli.run(main)`,
+status 2: never a traceback, never a hang. The commands run in this process (`main(argv)`,
 the code `python -m` runs) so that forty cases cost no TensorFlow start-ups; one case runs as a
 real subprocess. The IDX reader and the image preprocessing have their property-based tests in
 test_data.py and test_predict.py; the flags' one-line errors are in test_cli.py.
@@ -20,27 +20,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from lenet_tf import cli
+from conftest import assert_one_line_error, run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_cli(main, argv, capsys):
-    """Runs a command's `main` as `python -m` would; returns (exit status, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(main, [str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def assert_one_line_error(status, err, *fragments):
-    assert status == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
-    assert lines, err
-    for fragment in fragments:
-        assert fragment in lines[-1], (fragment, lines[-1])
-    return lines[-1]
 
 
 # --- model files ---------------------------------------------------------------------------
@@ -157,7 +139,7 @@ MODEL_CASES = [
 
 @pytest.mark.parametrize("name, fragments", MODEL_CASES, ids=[case[0] for case in MODEL_CASES])
 def test_evaluate_refuses_a_bad_model_file_in_one_line(models, name, fragments, mnist_dir, capsys):
-    from lenet_tf import evaluate
+    from lenet_tf.commands import evaluate
 
     status, _, err = run_cli(evaluate.main, ["--model", models[name], "--data-dir", mnist_dir], capsys)
     assert_one_line_error(status, err, str(models[name]), *fragments)
@@ -182,8 +164,21 @@ def test_the_config_check_refuses_before_keras_reads_anything(models):
     assert "unknown class 'system' from module 'os'" in _refusal(config)
 
 
+@pytest.mark.parametrize("entry", [
+    {"module": "builtins", "class_name": "function", "config": "eval"},
+    {"module": "builtins", "class_name": "function", "config": "exec"},
+    {"module": "builtins", "class_name": "getattr", "config": {}},
+])  # fmt: skip
+def test_the_config_check_refuses_python_builtins(models, entry):
+    from lenet_tf.saving import _read_config, _refusal
+
+    config = _read_config(models["good"])
+    config["config"]["layers"][2]["config"]["activation"] = entry
+    assert "refused: names Python's built-in" in _refusal(config)
+
+
 def test_bad_model_through_a_real_subprocess_has_no_traceback(models, mnist_dir):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     result = subprocess.run(
         [sys.executable, "-m", "lenet_tf.evaluate", "--model", str(models["lambda"]), "--data-dir", str(mnist_dir)],
@@ -245,7 +240,7 @@ DATA_CASES = {
 
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_train_refuses_bad_mnist_files_in_one_line(case, real_train_labels, mnist_dir, tmp_path, capsys):
-    from lenet_tf import train
+    from lenet_tf.commands import train
 
     make, fragments = DATA_CASES[case]
     folder = _mnist_folder(tmp_path, mnist_dir, train_labels=make(real_train_labels))
@@ -264,7 +259,7 @@ def test_train_refuses_bad_mnist_files_in_one_line(case, real_train_labels, mnis
     ],
 )
 def test_train_refuses_a_missing_mnist_folder_or_file(setup, fragments, mnist_dir, tmp_path, capsys):
-    from lenet_tf import train
+    from lenet_tf.commands import train
 
     folder = tmp_path / "mnist"
     if setup == "file":
@@ -287,15 +282,15 @@ def test_evaluate_refuses_bad_mnist_files(models, mnist_dir, tmp_path, capsys):
 
 
 def test_train_refuses_an_out_path_that_is_a_file(tmp_path, mnist_dir, capsys):
-    from lenet_tf import train
+    from lenet_tf.commands import train
 
     (tmp_path / "run").write_text("a file")
     status, _, err = run_cli(train.main, ["--data-dir", mnist_dir, "--out", tmp_path / "run"], capsys)
-    assert_one_line_error(status, err, f"--out {tmp_path / 'run'}: exists and is not a folder")
+    assert_one_line_error(status, err, f"--out: {tmp_path / 'run'}: exists and is not a folder")
 
 
 def test_two_trainings_never_share_a_run_folder(tmp_path, mnist_dir, capsys):
-    from lenet_tf import train
+    from lenet_tf.commands import train
 
     run = tmp_path / "run"
     run.mkdir()
@@ -304,16 +299,17 @@ def test_two_trainings_never_share_a_run_folder(tmp_path, mnist_dir, capsys):
         lock.write("pid 4242\n")
         lock.flush()
         status, _, err = run_cli(train.main, ["--data-dir", mnist_dir, "--out", run], capsys)
-    assert_one_line_error(status, err, f"--out {run}: another training is running in this folder (pid 4242)")
+    assert_one_line_error(status, err, f"{run}: another training is running in this folder (pid 4242)")
 
 
 def test_a_backup_of_other_settings_is_not_resumed(tmp_path, mnist_dir, capsys):
-    from lenet_tf import train
+    from lenet_tf.commands import train
+    from lenet_tf.training import TrainConfig
 
     backup = tmp_path / "run" / "backup"
     backup.mkdir(parents=True)
     (backup / "epoch-3.weights.h5").write_bytes(b"")
-    fingerprint = train.config_fingerprint(train.TrainConfig(batch_size=64))
+    fingerprint = TrainConfig(batch_size=64).fingerprint()
     (backup / "training_metadata.json").write_text(
         json.dumps({"epoch": 3, "weights": "epoch-3.weights.h5", "config": fingerprint})
     )
@@ -326,13 +322,13 @@ def test_a_backup_of_other_settings_is_not_resumed(tmp_path, mnist_dir, capsys):
 @pytest.mark.parametrize(
     "env, argv, fragment",
     [
-        ({}, ["--strategy", "multiworker"], "--strategy multiworker: TF_CONFIG is not set"),
-        ({"TF_CONFIG": "{oops"}, ["--strategy", "multiworker"], "--strategy multiworker: TF_CONFIG is not valid"),
-        ({}, ["--cpu-devices", "2"], "--cpu-devices: needs --strategy mirrored or multiworker"),
+        ({}, ["--strategy", "multiworker"], "--strategy: multiworker: TF_CONFIG is not set"),
+        ({"TF_CONFIG": "{oops"}, ["--strategy", "multiworker"], "--strategy: multiworker: TF_CONFIG is not valid"),
+        ({}, ["--cpu-devices", "2"], "--cpu-devices: needs strategy 'mirrored' or 'multiworker'"),
     ],
 )
 def test_train_refuses_an_impossible_distribution_setup(env, argv, fragment, monkeypatch, tmp_path, mnist_dir, capsys):
-    from lenet_tf import train
+    from lenet_tf.commands import train
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     for key, value in env.items():
@@ -344,14 +340,16 @@ def test_train_refuses_an_impossible_distribution_setup(env, argv, fragment, mon
 # --- artifacts and images, through predict and export ------------------------------------------
 
 
-def _onnx_with_input(path, dims):
+def _onnx_with_input(path, dims, outputs=1):
+    """An ONNX graph passing its input `dims` through to `outputs` outputs."""
     import onnx
     from onnx import TensorProto, helper
 
+    names = [f"probabilities{i or ''}" for i in range(outputs)]
     graph = helper.make_graph(
-        [helper.make_node("Identity", ["image"], ["probabilities"])], "wrong",
+        [helper.make_node("Identity", ["image"], [name]) for name in names], "wrong",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name in names],
     )  # fmt: skip
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
@@ -391,6 +389,7 @@ def artifacts(tmp_path_factory):
         "corrupt onnx": folder / "random.onnx",
         "corrupt tflite": folder / "random.tflite",
         "onnx of wrong input shape": _onnx_with_input(folder / "wrong.onnx", ["N", 32, 32]),
+        "onnx with two outputs": _onnx_with_input(folder / "two.onnx", ["N", 28, 28], outputs=2),
         "tflite of wrong input shape": _tflite_with_input(folder / "wrong.tflite", (1, 32, 32)),
         "unknown artifact type": folder / "model.pt",
     }
@@ -400,6 +399,7 @@ ARTIFACT_CASES = {
     "corrupt onnx": "not a valid ONNX model",
     "corrupt tflite": "not a valid TFLite model",
     "onnx of wrong input shape": "input shape (batch, 32, 32) is not the (batch, 28, 28) image contract",
+    "onnx with two outputs": "has 1 inputs and 2 outputs, expected 1 and 1",
     "tflite of wrong input shape": "input shape (1, 32, 32) is not the (batch, 28, 28) image contract",
     "unknown artifact type": "unknown artifact type",
 }
@@ -486,7 +486,7 @@ def test_verify_refuses_a_corrupt_artifact_before_measuring(models, artifacts, m
     ],
 )
 def test_evaluate_model_refuses_bad_arrays(images, labels, message):
-    from lenet_tf.evaluate import evaluate_model
+    from lenet_tf.evaluation import evaluate_model
 
     with pytest.raises(ValueError) as error:
         evaluate_model(None, images, labels)  # checked before the model is used
@@ -506,7 +506,8 @@ def test_disk_full_while_saving_keeps_the_old_model_and_decodes_mnist_once(
 
     import keras
 
-    from lenet_tf import data, train
+    from lenet_tf import data
+    from lenet_tf.commands import train
 
     decoded = []
     monkeypatch.setattr(data, "read_idx", lambda path, _read=data.read_idx: decoded.append(path) or _read(path))
@@ -531,22 +532,32 @@ def test_disk_full_while_saving_keeps_the_old_model_and_decodes_mnist_once(
     assert sorted(pathlib.Path(p).name.split("-")[0] for p in decoded) == ["t10k", "t10k", "train", "train"]
 
 
-def test_a_diverged_training_stops_before_its_backup_saves_it():
-    from lenet_tf.train import TrainingDiverged, _guard_callback_class
+def test_a_diverged_training_stops_before_its_backup_saves_it(tmp_path):
+    import keras
 
-    guard = _guard_callback_class()()
+    from lenet_tf.training import TrainConfig, loop
+    from lenet_tf.training.callbacks import EpochBackup, MemoryLog, StopOnNaN, TrainingDiverged
+    from lenet_tf.training.run_folder import RunFolder
+
+    with pytest.raises(TrainingDiverged, match="loss is nan after epoch 2") as error:
+        StopOnNaN().on_epoch_end(1, {"loss": float("nan")})
+    assert error.value.setting == "learning_rate"  # the command names it --lr
+    StopOnNaN().on_epoch_end(0, {"loss": 12.5})
     logs = {"loss": 12.5}
-    guard.on_epoch_end(0, logs)
+    MemoryLog().on_epoch_end(0, logs)
     assert logs["rss_mb"] > 0  # memory is logged each epoch
-    with pytest.raises(TrainingDiverged, match="loss is nan after epoch 2"):
-        guard.on_epoch_end(1, {"loss": float("nan")})
+    backup, memory = EpochBackup(tmp_path / "backup", {}, 1), MemoryLog()
+    callbacks = loop._callbacks(TrainConfig(), RunFolder(tmp_path), 0, backup, memory, None)
+    kinds = [type(callback) for callback in callbacks]
+    assert kinds.index(StopOnNaN) < kinds.index(EpochBackup), "a NaN epoch must stop before it is backed up"
+    assert kinds.index(MemoryLog) < kinds.index(keras.callbacks.CSVLogger), "rss_mb must reach the log"
 
 
 def test_stale_temporaries_of_a_killed_run_are_swept_and_nothing_else(tmp_path):
-    from lenet_tf.train import _remove_stale_temporaries
+    from lenet_tf.training.run_folder import remove_stale_temporaries
 
     for name in (".model.keras.x1y2", ".metrics.json.abc", ".epoch-3.weights.h5.q", ".my.notes", "keep.d"):
         (tmp_path / name).mkdir()
     (tmp_path / ".lock").write_text("")
-    _remove_stale_temporaries(tmp_path)
+    remove_stale_temporaries(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".my.notes", "keep.d"]

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lenet_tf import cli, report
+from conftest import assert_one_line_error, run_cli
+from lenet_tf import reporting as report
+from lenet_tf.commands import report as report_command
+from lenet_tf.errors import RunFolderError
 from lenet_tf.layers import lenet5_connection_table
 from lenet_tf.prototypes import digit_bitmaps
 
@@ -16,10 +19,10 @@ PLOTS = ("training_curves", "confusion_matrix", "misclassified", "feature_maps",
 
 
 @pytest.fixture(scope="module")
-def reported_run(trained_run, tmp_path_factory):
+def reported_run(trained_run, tmp_path_factory, mnist_dir):
     """A copy of the trained run folder after `python -m lenet_tf.report RUN_DIR` (in-process).
 
-    A copy, so the shared `trained_run` folder stays as `lenet_tf.train` wrote it.
+    A copy, so the shared `trained_run` folder stays as training wrote it.
 
     Returns:
         `(run_dir, metrics, exit_status, printed_lines)`.
@@ -30,9 +33,9 @@ def reported_run(trained_run, tmp_path_factory):
     for name in ("model.keras", "training_log.csv", "metrics.json"):
         shutil.copy(run_dir / name, copy / name)
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        status = report.main([str(copy)])  # --data-dir defaults to $LENET_MNIST_DIR, as in CI
-    return copy, metrics, status, printed.getvalue().splitlines()
+    with contextlib.redirect_stdout(printed), pytest.raises(SystemExit) as exit_info:
+        report_command.main([str(copy), "--data-dir", str(mnist_dir)])
+    return copy, metrics, exit_info.value.code, printed.getvalue().splitlines()
 
 
 def test_report_writes_every_plot_as_a_png_in_the_run_folder(reported_run):
@@ -68,11 +71,9 @@ def test_report_cli_refuses_bad_run_folders_in_one_line(tmp_path, capsys):
         (tmp_path / "empty_run", "training_log.csv: no such file"),
     ]
     for run_dir, message in cases:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.run(report.main, [str(run_dir)])
-        assert exit_info.value.code == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+        status, _, err = run_cli(report_command.main, [run_dir], capsys)
+        assert_one_line_error(status, err, message)
+        assert len(err.splitlines()) == 1
 
 
 def test_training_log_without_validation_and_malformed_logs(tmp_path):
@@ -83,14 +84,23 @@ def test_training_log_without_validation_and_malformed_logs(tmp_path):
     figure = report.plot_training_curves(log)
     assert [len(axis.lines) for axis in figure.axes] == [1, 1]  # training only
     log_path.write_text("epoch,loss\n0,3.0\n")
-    with pytest.raises(cli.UsageError, match="missing column.*accuracy"):
+    with pytest.raises(RunFolderError, match="missing column.*accuracy"):
         report.read_training_log(log_path)
     log_path.write_text("epoch,accuracy,loss\n")
-    with pytest.raises(cli.UsageError, match="no epochs logged"):
+    with pytest.raises(RunFolderError, match="no epochs logged"):
         report.read_training_log(log_path)
     log_path.write_text("epoch,accuracy,loss\n0,high,3.0\n")
-    with pytest.raises(cli.UsageError, match="not a number"):
+    with pytest.raises(RunFolderError, match="not a number"):
         report.read_training_log(log_path)
+
+
+def test_training_curves_label_the_per_epoch_test_error_apart_from_the_saved_models():
+    # With weight averaging the saved model is not the one measured after each epoch.
+    log = {"epoch": np.array([0.0, 1.0]), "loss": np.array([3.0, 2.0]), "accuracy": np.array([0.9, 0.95]),
+           "val_loss": np.array([2.5, 2.2]), "val_accuracy": np.array([0.978, 0.9821])}  # fmt: skip
+    figure = report.plot_training_curves(log, final_test_error=0.0181)
+    labels = [text.get_text() for text in figure.axes[1].get_legend().get_texts()]
+    assert labels == ["training", "test, during training: 1.79% last", "test, saved model: 1.81%"]
 
 
 def test_confusion_matrix_counts_pairs():

@@ -1,13 +1,18 @@
-"""Training end to end: a real short training, the CLI on a tiny run, determinism, resumption.
+"""Training end to end: a real short training, the CLI on a tiny run, determinism, resumption,
+finished runs, and the run folder's bookkeeping.
 
 The CLI runs share one deterministic reference run (4 epochs on 4,096 images, every setting that
 matters given explicitly so that tuning the defaults cannot break it); each other run uses the
-same command in its own folder, so any difference in the weights is a bug.
+same command in its own folder, so any difference in the weights is a bug. A training process
+costs seconds of TensorFlow start-up and tracing, so each one checks several things: the kill
+and Ctrl-C runs are also the determinism checks (other processes, bit-identical weights), and
+the kill run also checks `--overwrite`.
 """
 
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +20,8 @@ import time
 
 import numpy as np
 import pytest
+
+from conftest import assert_one_line_error, run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = (
@@ -69,18 +76,17 @@ def assert_bit_identical(a, b):
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, mnist_dir):
-    """The tiny deterministic run, uninterrupted: (run folder, metrics, seconds)."""
+    """The tiny deterministic run, uninterrupted: (run folder, metrics, its stdout)."""
     out = tmp_path_factory.mktemp("reference")
-    start = time.perf_counter()
-    train_cli(out, mnist_dir)
-    return out, json.loads((out / "metrics.json").read_text()), time.perf_counter() - start
+    result = train_cli(out, mnist_dir)
+    return out, json.loads((out / "metrics.json").read_text()), result.stdout
 
 
 @pytest.mark.parametrize(
     "steps, requested, expected", [(64, 8, 8), (1875, 8, 5), (32, 8, 8), (7, 8, 7), (13, 8, 1), (30, 4, 3)]
 )
 def test_steps_per_execution_divides_the_epoch(steps, requested, expected):
-    from lenet_tf.train import effective_steps_per_execution
+    from lenet_tf.training.recipes import effective_steps_per_execution
 
     assert effective_steps_per_execution(steps, requested) == expected
 
@@ -106,29 +112,39 @@ def test_train_cli_writes_the_run_folder(reference_run):
     assert log[0].startswith("epoch,") and [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
     assert not (out / "backup").exists(), "the backup must go once the run is complete"
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.is_dir()], "temporary left"
-    if __import__("importlib.util").util.find_spec("tensorboard"):
-        assert (out / "logs").is_dir()
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard logs"
+
+
+def test_redirected_progress_is_one_line_per_epoch(reference_run):
+    _, _, stdout = reference_run  # `--verbose auto`, the default, with stdout a pipe
+    assert not {"\r", "\x08", "\x1b"} & set(stdout), "progress-bar control characters in a log"
+    assert [line for line in stdout.splitlines() if line.startswith("Epoch ")] == [f"Epoch {e}/4" for e in range(1, 5)]
+    assert len(stdout) < 2000, stdout
 
 
 def test_evaluate_cli_json_agrees_with_metrics(reference_run, mnist_dir, capsys):
-    from lenet_tf import cli, evaluate
+    from lenet_tf.commands import evaluate
 
     out, metrics, _ = reference_run
-    argv = ["--model", str(out / "model.keras"), "--data-dir", str(mnist_dir), "--json"]
-    with pytest.raises(SystemExit) as exit_info:
-        cli.run(evaluate.main, argv)  # the CLI's code, in this process: no second TensorFlow start-up
-    assert exit_info.value.code == 0
-    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    argv = ["--model", out / "model.keras", "--data-dir", mnist_dir, "--json"]
+    status, stdout, _ = run_cli(evaluate.main, argv, capsys)  # in this process: no second TensorFlow start-up
+    assert status == 0
+    evaluated = json.loads(stdout.strip().splitlines()[-1])
     assert evaluated["errors"] == metrics["test_errors"]
     assert evaluated["test_error"] == pytest.approx(metrics["test_error"])
     assert evaluated["examples"] == 10_000
 
 
-def test_deterministic_flag_gives_bit_identical_weights(reference_run, mnist_dir, tmp_path):
-    out, metrics, _ = reference_run
-    train_cli(tmp_path, mnist_dir)
-    assert_bit_identical(out / "model.keras", tmp_path / "model.keras")
-    assert json.loads((tmp_path / "metrics.json").read_text())["test_errors"] == metrics["test_errors"]
+def test_rerunning_a_finished_run_is_refused_in_one_line(reference_run, mnist_dir, capsys):
+    from lenet_tf.commands import train
+
+    out, _, _ = reference_run
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    status, _, err = run_cli(train.main, [*TINY_RUN, "--data-dir", mnist_dir, "--out", out], capsys)
+    assert_one_line_error(status, err, f"{out}: holds a finished run (4 epochs, test error ", "--overwrite")
+    assert {path.name: path.stat().st_mtime_ns for path in out.iterdir() if path.name != ".lock"} == {
+        name: mtime for name, mtime in before.items() if name != ".lock"
+    }
 
 
 def _wait_for_backup(out, process, epoch, timeout):
@@ -151,9 +167,22 @@ def _start_training(out, mnist_dir, *extra):
     )  # fmt: skip
 
 
+def _events(folder):
+    return {path.name for path in (folder / "logs").rglob("events.out.tfevents.*")}
+
+
 def test_sigkill_mid_training_then_rerun_resumes_to_identical_weights(reference_run, mnist_dir, tmp_path):
+    """Killed mid-run, the same command resumes and ends with the reference's weights, bit for bit.
+
+    This is also the determinism check (`--deterministic`): a second process computes the same
+    weights as the reference run. It runs with `--overwrite` over a copy of the finished
+    reference folder, so it also checks that `--overwrite` replaces a finished run, and that a
+    command with `--overwrite` still resumes an interrupted one.
+    """
     out, metrics, _ = reference_run
-    process = _start_training(tmp_path, mnist_dir)
+    shutil.copytree(out, tmp_path, dirs_exist_ok=True)
+    old_events = _events(tmp_path)
+    process = _start_training(tmp_path, mnist_dir, "--overwrite")
     try:
         _wait_for_backup(tmp_path, process, epoch=2, timeout=RUN_TIMEOUT)
         time.sleep(0.3)  # into epoch 3
@@ -165,21 +194,23 @@ def test_sigkill_mid_training_then_rerun_resumes_to_identical_weights(reference_
             process.wait()
     assert process.returncode == -signal.SIGKILL
     killed_at = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())["epoch"]
-    assert killed_at in (2, 3) and not (tmp_path / "model.keras").exists(), "not killed mid-run"
+    assert killed_at in (2, 3), "not killed mid-run"
+    assert not (tmp_path / "model.keras").exists() and not (tmp_path / "metrics.json").exists(), "not replaced"
 
-    rerun = train_cli(tmp_path, mnist_dir)  # the same command
+    rerun = train_cli(tmp_path, mnist_dir, "--overwrite")  # the same command
     assert f"Resuming from the backup of epoch {killed_at}" in rerun.stdout
     resumed = json.loads((tmp_path / "metrics.json").read_text())
     assert resumed["resumed_from_epoch"] == killed_at >= 2
     assert_bit_identical(out / "model.keras", tmp_path / "model.keras")
-    assert resumed["test_error"] == metrics["test_error"]
+    assert resumed["test_errors"] == metrics["test_errors"]
     print(f"killed after epoch {killed_at}, resumed: {resumed['test_errors']} test errors, as uninterrupted")
     log = (tmp_path / "training_log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
     assert not (tmp_path / "backup").exists()
+    assert _events(tmp_path) and not old_events & _events(tmp_path), "the old run's TensorBoard logs stayed"
 
 
-def test_sigint_stops_cleanly_after_saving_and_rerun_resumes(mnist_dir, tmp_path):
+def test_sigint_stops_cleanly_after_saving_and_rerun_resumes(reference_run, mnist_dir, tmp_path):
     process = _start_training(tmp_path, mnist_dir, "--validation")
     try:
         _wait_for_backup(tmp_path, process, epoch=1, timeout=RUN_TIMEOUT)
@@ -200,11 +231,15 @@ def test_sigint_stops_cleanly_after_saving_and_rerun_resumes(mnist_dir, tmp_path
     load_lenet5(tmp_path / "model.keras")  # a complete model of the weights at the stop
     backup = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
     assert backup["epoch"] == metrics["completed_epochs"]
+    assert "val_loss" in (tmp_path / "training_log.csv").read_text().splitlines()[0]
 
-    rerun = train_cli(tmp_path, mnist_dir, "--no-validation")  # validation may differ on resume
+    # Not a finished run: resumed, not refused. Validation is not part of the weights' trajectory,
+    # so it may differ on resume, and the result is still the reference's, bit for bit.
+    rerun = train_cli(tmp_path, mnist_dir, "--no-validation")
     assert f"Resuming from the backup of epoch {backup['epoch']}" in rerun.stdout
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["interrupted"] is False and metrics["completed_epochs"] == 4
+    assert_bit_identical(reference_run[0] / "model.keras", tmp_path / "model.keras")
 
 
 def test_memory_stays_flat_across_epochs(reference_run):
@@ -214,3 +249,95 @@ def test_memory_stays_flat_across_epochs(reference_run):
     print(f"resident memory after each epoch (MiB): {rss}")
     # After the first epoch has traced the step and filled the pools, nothing should grow.
     assert rss[3] - rss[1] < 25, rss
+
+
+# --- the run folder, without training ------------------------------------------------------------
+
+
+def _leftovers_of_a_run(folder, interrupted):
+    """A run folder as a run leaves it: files, TensorBoard logs, a backup, and a file of the user's."""
+    (folder / "backup").mkdir(parents=True)
+    (folder / "backup" / "training_metadata.json").write_text('{"epoch": 2, "weights": "epoch-2.weights.h5"}')
+    (folder / "logs" / "train").mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"a model")
+    (folder / "metrics.json").write_text(json.dumps({"interrupted": interrupted, "completed_epochs": 2}))
+    (folder / "training_log.csv").write_text("epoch,loss\n0,1.0\n1,0.5\n")
+    (folder / "notes.txt").write_text("mine")
+
+
+def test_an_interrupted_run_is_resumed_not_refused(tmp_path):
+    from lenet_tf.training.run_folder import RunFolder
+
+    _leftovers_of_a_run(tmp_path, interrupted=True)
+    with RunFolder(tmp_path).claim():
+        assert (tmp_path / "backup" / "training_metadata.json").exists()
+
+
+@pytest.mark.parametrize("metrics", ['{"interrupted": false, "completed_epochs": 2}', "{not json", "[]"])
+def test_a_finished_or_unreadable_run_is_refused(tmp_path, metrics):
+    from lenet_tf.errors import RunFolderError
+    from lenet_tf.training.run_folder import RunFolder
+
+    _leftovers_of_a_run(tmp_path, interrupted=False)
+    (tmp_path / "metrics.json").write_text(metrics)
+    with pytest.raises(RunFolderError, match=f"^{tmp_path}: holds a finished run"):
+        with RunFolder(tmp_path).claim():
+            pass
+    assert (tmp_path / "model.keras").read_bytes() == b"a model"
+
+
+def test_overwrite_replaces_a_finished_run_and_nothing_else(tmp_path):
+    from lenet_tf.training.run_folder import RunFolder
+
+    _leftovers_of_a_run(tmp_path, interrupted=False)  # with a backup: killed before deleting it
+    with RunFolder(tmp_path).claim(overwrite=True):
+        assert sorted(path.name for path in tmp_path.iterdir()) == [".lock", "notes.txt"]
+
+
+def test_overwrite_still_resumes_an_interrupted_run(tmp_path):
+    from lenet_tf.training.run_folder import RunFolder
+
+    _leftovers_of_a_run(tmp_path, interrupted=True)
+    with RunFolder(tmp_path).claim(overwrite=True):
+        assert (tmp_path / "backup" / "training_metadata.json").exists() and (tmp_path / "model.keras").exists()
+
+
+def test_a_worker_keeps_its_state_in_a_private_folder(tmp_path):
+    from lenet_tf.training.run_folder import RunFolder
+
+    chief, worker = RunFolder(tmp_path, "chief"), RunFolder(tmp_path, "worker-1")
+    assert chief.work == tmp_path and worker.work == tmp_path / ".worker-1"
+    assert worker.backup == tmp_path / ".worker-1" / "backup" and worker.metrics == tmp_path / "metrics.json"
+    with worker.claim():
+        (worker.backup).mkdir()
+    worker.finish()
+    assert not worker.work.exists()
+
+
+def test_config_checks_its_settings_and_names_the_one_at_fault():
+    from lenet_tf.errors import SettingError
+    from lenet_tf.training import TrainConfig
+
+    for settings, message in [
+        ({"epochs": 0}, "epochs: must be a positive integer, got 0"),
+        ({"learning_rate": float("nan")}, "learning_rate: must be a positive number, got nan"),
+        ({"optimizer": "adamx"}, "optimizer: must be one of 'adamw', 'adam', 'sgd', got 'adamx'"),
+        ({"verbose": True}, "verbose: must be one of 'auto', 0, 1, 2, got True"),
+        ({"ema": "yes"}, "ema: must be True or False, got 'yes'"),
+        ({"cpu_devices": 2}, "cpu_devices: needs strategy 'mirrored' or 'multiworker'"),
+    ]:
+        with pytest.raises(SettingError) as error:
+            TrainConfig(**settings)
+        assert str(error.value) == message
+    config = TrainConfig()
+    config.batch_size = -1  # changed after construction: `train` checks again
+    with pytest.raises(SettingError, match="batch_size"):
+        config.validate()
+
+
+def test_resuming_needs_the_settings_that_shape_the_weights_only():
+    from lenet_tf.training import TrainConfig
+
+    fingerprint = TrainConfig().fingerprint()
+    assert {"variant", "epochs", "batch_size", "optimizer", "learning_rate", "seed", "distort"} <= set(fingerprint)
+    assert not {"out", "data_dir", "verbose", "validation", "overwrite", "worker_timeout"} & set(fingerprint)

@@ -113,11 +113,12 @@ def quiet_dependencies(enabled=True):
         logging.getLogger(name).setLevel(logging.ERROR)
     sys.stderr.flush()
     real_stderr = os.dup(2)
+    saved_stream = sys.stderr
     with tempfile.TemporaryFile() as held, warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=DEPENDENCY_MODULES)
         os.dup2(held.fileno(), 2)
-        saved_stream = sys.stderr
-        sys.stderr = open(os.dup(real_stderr), "w", buffering=1, encoding="utf-8", errors="replace")
+        if _writes_to_descriptor_2(saved_stream):
+            sys.stderr = open(os.dup(real_stderr), "w", buffering=1, encoding="utf-8", errors="replace")
         try:
             yield
         except (Exception, KeyboardInterrupt) as err:
@@ -126,11 +127,19 @@ def quiet_dependencies(enabled=True):
                 sys.stderr.write(held.read().decode(errors="replace"))
             raise
         finally:
-            sys.stderr.flush()
-            sys.stderr.close()
-            sys.stderr = saved_stream
+            if sys.stderr is not saved_stream:
+                sys.stderr.close()
+                sys.stderr = saved_stream
             os.dup2(real_stderr, 2)
             os.close(real_stderr)
+
+
+def _writes_to_descriptor_2(stream):
+    # A stream that something already redirected (pytest's capture, a notebook) stays as it is.
+    try:
+        return stream.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _is_expected(err):

@@ -15,7 +15,8 @@ class DistancePosterior(keras.layers.Layer):
 
     Example:
 
-    >>> DistancePosterior()(np.array([[0.0, 1.0]])).shape
+    >>> import numpy as np
+    >>> tuple(DistancePosterior()(np.array([[0.0, 1.0]])).shape)
     (1, 2)
     """
 

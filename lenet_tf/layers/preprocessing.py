@@ -31,8 +31,9 @@ class MNISTPreprocessing(keras.layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> layer = MNISTPreprocessing()
-    >>> layer(np.zeros((1, 28, 28))).shape
+    >>> tuple(layer(np.zeros((1, 28, 28))).shape)
     (1, 32, 32, 1)
     """
 

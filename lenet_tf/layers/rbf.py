@@ -12,7 +12,7 @@ class PaperPrototypes(keras.initializers.Initializer):
 
     Example:
 
-    >>> PaperPrototypes()((10, 84)).shape
+    >>> tuple(PaperPrototypes()((10, 84)).shape)
     (10, 84)
     """
 
@@ -54,8 +54,9 @@ class EuclideanRBF(keras.layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> rbf = EuclideanRBF(name="OUTPUT")
-    >>> rbf(np.zeros((2, 84))).shape
+    >>> tuple(rbf(np.zeros((2, 84))).shape)
     (2, 10)
     >>> rbf.count_params(), len(rbf.trainable_weights)
     (840, 0)

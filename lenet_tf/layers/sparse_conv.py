@@ -63,8 +63,9 @@ class SparseConv2D(keras.layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> c3 = SparseConv2D(kernel_size=5, name="C3")
-    >>> c3(np.zeros((1, 14, 14, 6))).shape
+    >>> tuple(c3(np.zeros((1, 14, 14, 6))).shape)
     (1, 10, 10, 16)
     >>> c3.count_params()
     1516

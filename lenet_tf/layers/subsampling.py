@@ -30,8 +30,9 @@ class TrainableSubsampling(keras.layers.Layer):
 
     Example:
 
+    >>> import numpy as np
     >>> layer = TrainableSubsampling(name="S2")
-    >>> layer(np.ones((1, 28, 28, 6))).shape
+    >>> tuple(layer(np.ones((1, 28, 28, 6))).shape)
     (1, 14, 14, 6)
     """
 

@@ -1,0 +1,115 @@
+"""The skeleton every export command shares: its options, the source model and the output path.
+
+`export.savedmodel`, `export.tflite` and `export.onnx` each build their parser with
+`export_parser` (adding their own options), and start `execute` with `load_source`, which
+checks the output path before any slow work, loads the `.keras` file and builds the metadata.
+Nothing here imports TensorFlow at module level, so `--help` and a bad flag answer at once.
+"""
+
+import os
+import pathlib
+
+from lenet_tf.commands import base
+
+# `--data-dir` help of an export that never reads MNIST; the flag is kept so that one set of
+# flags works for every export command.
+NO_MNIST_HELP = (
+    "not read by this export, which needs no MNIST (the test error in the metadata comes from "
+    "the run's metrics.json beside --model, else it is left out); accepted so that every export "
+    "command takes the same flags"
+)
+
+
+def export_parser(prog, description, out_metavar, out_help, data_dir_help=NO_MNIST_HELP):
+    """A parser with the options every export command has.
+
+    Args:
+        prog: Program name for the usage line.
+        description: What the command writes.
+        out_metavar: How `--out` is shown (`FILE.tflite`, `DIR`).
+        out_help: What `--out` is.
+        data_dir_help: What `--data-dir` is for, in this command (whether it reads MNIST).
+
+    Returns:
+        A `lenet_tf.commands.base.ArgumentParser` with `--model`, `--out`, `--data-dir`,
+        `--graph` and `--verbose`.
+    """
+    parser = base.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--model", required=True, metavar="PATH", help="the .keras file written by lenet-tf train")
+    parser.add_argument("--out", required=True, metavar=out_metavar, help=out_help)
+    parser.add_argument("--data-dir", metavar="DIR", help=data_dir_help)
+    parser.add_argument(
+        "--graph", choices=("folded", "literal"), default="folded",
+        help="folded: the paper model rewritten in standard layers, same function, smaller int8 "
+        "error and faster (see export/folding.py); literal: the trained layers as they are "
+        "(default: folded)",
+    )  # fmt: skip
+    base.add_verbose_argument(parser)
+    return parser
+
+
+def check_writable(path, setting="out"):
+    """Fails early, before minutes of work, when `path` cannot be written.
+
+    Args:
+        path: The file or folder an export will create or replace.
+        setting: The setting it came from, for the message.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+
+    Raises:
+        SettingError: The nearest existing folder above `path` is not a writable folder.
+    """
+    from lenet_tf.errors import SettingError
+
+    path = pathlib.Path(path)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SettingError(setting, f"{path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SettingError(setting, f"{path}: cannot write in {parent} (permission denied)")
+    return path
+
+
+def load_source(args, artifact_format, quantization="none"):
+    """Checks `--out`, loads `--model` and builds the metadata of its export.
+
+    The test error in the metadata is the one in the run's `metrics.json` beside the model
+    (`contract.recorded_test_error`); MNIST is not read.
+
+    Args:
+        args: The parsed options of `export_parser`.
+        artifact_format: `"savedmodel"`, `"tflite"` or `"onnx"`.
+        quantization: One of `contract.QUANTIZATIONS`.
+
+    Returns:
+        `(model, metadata)`.
+
+    Raises:
+        SettingError: `--out` cannot be written.
+        ModelFileError: `--model` is not a loadable LeNet-5.
+    """
+    from export import contract
+    from lenet_tf.model import model_variant
+    from lenet_tf.saving import load_lenet5
+
+    check_writable(args.out)
+    model = load_lenet5(args.model)
+    test_error, origin = contract.recorded_test_error(args.model, model_variant(model))
+    metadata = contract.build_metadata(
+        model, artifact_format, quantization, source=args.model, graph=args.graph,
+        test_error=test_error, test_error_source=origin,
+    )  # fmt: skip
+    return model, metadata
+
+
+def artifact_bytes(path):
+    """Bytes of a file, or of every file under a folder (a SavedModel)."""
+    path = pathlib.Path(path)
+    if path.is_dir():
+        return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+    return path.stat().st_size
+

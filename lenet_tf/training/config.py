@@ -1,0 +1,207 @@
+"""`TrainConfig`: every setting of a training run, its default, its help text and its checks.
+
+This module imports no TensorFlow: the command line builds its parser from these fields (their
+defaults, help text, choices and accepted ranges), so the two never disagree.
+
+>>> config = TrainConfig(epochs=2, train_limit=1024)
+>>> config.optimizer, config.learning_rate
+('adamw', 0.002)
+>>> TrainConfig(epochs=0)
+Traceback (most recent call last):
+...
+lenet_tf.errors.SettingError: epochs: must be a positive integer, got 0
+"""
+
+import dataclasses
+import math
+import numbers
+
+from lenet_tf.errors import SettingError
+
+VARIANTS = ("paper", "modern")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULES = ("cosine", "paper", "constant")
+JIT_COMPILE = ("auto", "on", "off")
+STRATEGIES = ("default", "mirrored", "multiworker")
+PROGRESS = ("auto", 0, 1, 2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """The values a numeric setting accepts.
+
+    Args:
+        accept: Predicate on the value.
+        description: What an accepted value is, for messages ("a positive integer").
+    """
+
+    accept: object
+    description: str
+
+
+POSITIVE_INT = Check(lambda value: value >= 1, "a positive integer")
+POSITIVE = Check(lambda value: math.isfinite(value) and value > 0, "a positive number")
+NON_NEGATIVE = Check(lambda value: math.isfinite(value) and value >= 0, "a number >= 0")
+SEED = Check(lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
+
+
+def setting(default, help, choices=None, check=None, number=None, metavar=None, resume=True):
+    """A `TrainConfig` field with what the command line and the checks need to know of it.
+
+    Args:
+        default: The default value.
+        help: One line for `--help`. It names values and other settings, never flags.
+        choices: The values allowed, for a setting with a few.
+        check: A `Check`, for a numeric setting.
+        number: `int` or `float`, for a numeric setting whose default is None.
+        metavar: The name of the value in `--help` (`"N"`, `"DIR"`).
+        resume: Whether a resumed run must have the value its backup was made with: True for
+            everything that changes the trajectory of the weights, False for paths and display.
+    """
+    metadata = dict(help=help, choices=choices, check=check, metavar=metavar, resume=resume)
+    if check is not None:
+        metadata["number"] = number or type(default)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. The defaults reproduce the README's results.
+
+    Each field's help text (`dataclasses.fields(TrainConfig)[i].metadata["help"]`) is what
+    `python -m lenet_tf.train --help` shows for it. A value that cannot work raises
+    `SettingError` naming the field, on construction and again when `train` starts.
+
+    Raises:
+        SettingError: A value outside its choices or range, or settings that contradict each
+            other (`cpu_devices` without a distribution strategy).
+    """
+
+    variant: str = setting(
+        "paper", "paper: LeCun et al. 1998 as published; modern: ReLU, max-pool, softmax", choices=VARIANTS
+    )
+    epochs: int = setting(20, "passes over the training set (the paper made 20)", check=POSITIVE_INT)
+    batch_size: int = setting(
+        32, "images per update (the global batch, split across a strategy's replicas)", check=POSITIVE_INT
+    )
+    optimizer: str = setting(
+        "adamw",
+        "adamw: Adam with decoupled weight decay, the lowest test error in our 20-epoch runs; "
+        "adam: overfits more; sgd: Nesterov momentum 0.9 (diverged at learning rate 0.02 in our "
+        "runs; 5e-3 trains)",
+        choices=OPTIMIZERS,
+    )
+    learning_rate: float = setting(2e-3, "initial learning rate", check=POSITIVE)
+    schedule: str = setting(
+        "cosine",
+        "learning-rate schedule: cosine decay to 0 over the run; paper: steps down after epochs "
+        "2, 5, 8 and 12 (x0.4, x0.2, x0.1, x0.02); constant",
+        choices=SCHEDULES,
+    )
+    weight_decay: float = setting(0.05, "decoupled weight decay of optimizer adamw", check=NON_NEGATIVE)
+    ema: bool = setting(True, "end with an exponential moving average of the weights (over ~5% of the run)")
+    map_j: float = setting(1.0, "constant j of the paper's MAP loss (paper variant)", check=POSITIVE)
+    distort: bool = setting(False, "random affine distortions of the training images, fresh every epoch")
+    seed: int = setting(0, "seed of the initial weights, the data order and the distortions", check=SEED)
+    deterministic: bool = setting(
+        False, "deterministic TensorFlow ops: same seed, bit-identical weights (slower)"
+    )
+    data_dir: str | None = setting(
+        None,
+        "folder with the MNIST IDX files (default: $LENET_MNIST_DIR, else tensorflow-datasets)",
+        metavar="DIR",
+        resume=False,
+    )
+    out: str = setting(
+        "runs/lenet5",
+        "run folder; rerunning the same command there resumes an interrupted run",
+        metavar="RUN_DIR",
+        resume=False,
+    )
+    overwrite: bool = setting(
+        False,
+        "replace a finished run in the run folder (without it, the run is refused); an interrupted "
+        "run is resumed either way",
+        resume=False,
+    )
+    train_limit: int | None = setting(
+        None, "train on the first N training images only", check=POSITIVE_INT, number=int, metavar="N"
+    )
+    steps_per_execution: int = setting(
+        8,
+        "training steps per compiled call (fewer Python round trips); lowered to a divisor of the "
+        "steps per epoch",
+        check=POSITIVE_INT,
+        resume=False,
+    )
+    jit_compile: str = setting(
+        "auto", "XLA compilation; auto: on a GPU only (it is slower on a CPU)", choices=JIT_COMPILE, resume=False
+    )
+    mixed_precision: bool = setting(False, "float16 compute with float32 weights (GPUs with tensor cores)")
+    trainable_centers: bool = setting(False, "train the RBF centres too (the paper keeps them fixed)")
+    strategy: str = setting(
+        "default",
+        "default: one device; mirrored: all local GPUs (or cpu_devices logical CPUs); multiworker: "
+        "the machines listed in $TF_CONFIG",
+        choices=STRATEGIES,
+    )
+    cpu_devices: int | None = setting(
+        None,
+        "split the CPU into N logical devices for strategy mirrored or multiworker (data "
+        "parallelism without GPUs)",
+        check=POSITIVE_INT,
+        number=int,
+        metavar="N",
+    )
+    worker_timeout: float = setting(
+        300.0,
+        "strategy multiworker: fail unless every worker starts training within this many seconds",
+        check=POSITIVE,
+        metavar="SECONDS",
+        resume=False,
+    )
+    verbose: str | int = setting(
+        "auto",
+        "progress: auto (a bar on a terminal, one line per epoch otherwise), 0 silent, 1 bar, "
+        "2 one line per epoch",
+        choices=PROGRESS,
+        resume=False,
+    )
+    validation: bool = setting(
+        True,
+        "measure the test error after every epoch (the final test error is measured either way)",
+        resume=False,
+    )
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        """Raises `SettingError` for the first setting whose value cannot work."""
+        for field in dataclasses.fields(self):
+            _check_setting(field, getattr(self, field.name))
+        if self.cpu_devices and self.strategy == "default":
+            raise SettingError("cpu_devices", "needs strategy 'mirrored' or 'multiworker'")
+
+    def fingerprint(self):
+        """The settings a resumed run must share with its backup (fields with `resume=True`)."""
+        fields = dataclasses.fields(self)
+        return {field.name: getattr(self, field.name) for field in fields if field.metadata["resume"]}
+
+
+def _check_setting(field, value):
+    metadata = field.metadata
+    if value is None and field.default is None:
+        return
+    if metadata["choices"] is not None:
+        if value not in metadata["choices"] or isinstance(value, bool):
+            choices = ", ".join(map(repr, metadata["choices"]))
+            raise SettingError(field.name, f"must be one of {choices}, got {value!r}")
+    elif isinstance(field.default, bool):
+        if not isinstance(value, bool):
+            raise SettingError(field.name, f"must be True or False, got {value!r}")
+    elif metadata["check"] is not None:
+        number = numbers.Integral if metadata["number"] is int else numbers.Real
+        accepted = isinstance(value, number) and not isinstance(value, bool) and metadata["check"].accept(value)
+        if not accepted:
+            raise SettingError(field.name, f"must be {metadata['check'].description}, got {value!r}")
