@@ -30,6 +30,9 @@ FEATURE_MAP_DIGIT = 3
 DPI = 120
 LOG_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 INK = "gray_r"  # dark ink on white paper, as the paper prints digits
+MNIST_SIDE = 28
+GAP = 4  # pixels between digits of the misclassified mosaic
+LABEL_BAND = 11  # pixels above each digit for its true->predicted label
 
 
 def _figure(width, height):
@@ -170,13 +173,19 @@ def plot_misclassified(images, labels, predictions, limit=MAX_MISCLASSIFIED):
     shown = wrong[:limit]
     columns = 12
     rows = max(1, -(-len(shown) // columns))
+    # One image of all the digits, with a band above each for its label: hundreds of separate
+    # axes would take matplotlib tens of seconds to lay out and draw.
+    width, height = MNIST_SIDE + GAP, MNIST_SIDE + LABEL_BAND
+    mosaic = np.zeros((rows * height, columns * width), np.float32)
     figure = _figure(columns * 0.75, rows * 0.9 + 0.5)
-    axes = np.atleast_1d(figure.subplots(rows, columns, squeeze=False)).ravel()
-    for axis in axes:
-        axis.set_axis_off()
-    for axis, index in zip(axes, shown):
-        axis.imshow(images[index], cmap=INK, vmin=0, vmax=255)
-        axis.set_title(f"{labels[index]}->{predictions[index]}", fontsize=9, pad=2)
+    axis = figure.subplots()
+    axis.set_axis_off()
+    for position, index in enumerate(shown):
+        top, left = (position // columns) * height + LABEL_BAND, (position % columns) * width
+        mosaic[top : top + MNIST_SIDE, left : left + MNIST_SIDE] = images[index]
+        axis.text(left + MNIST_SIDE / 2, top - 1.5, f"{labels[index]}->{predictions[index]}",
+                  ha="center", va="bottom", fontsize=8)  # fmt: skip
+    axis.imshow(mosaic, cmap=INK, vmin=0, vmax=255, interpolation="nearest")
     title = f"{len(wrong)} misclassified test digits (true->predicted)"
     if len(shown) < len(wrong):
         title += f", the first {len(shown)}"

@@ -68,6 +68,41 @@ def assert_one_line_error(status, err, *fragments):
     return lines[-1]
 
 
+def model_weights(path):
+    """The weights of a `.keras` file as NumPy arrays by HDF5 path, read without building it."""
+    import zipfile
+
+    import h5py
+
+    arrays = {}
+    with zipfile.ZipFile(path) as archive, h5py.File(archive.open("model.weights.h5"), "r") as h5:
+        h5["layers"].visititems(
+            lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
+        )
+    return arrays
+
+
+def node_with_packages(folder, installed):
+    """The `node` executable, after `npm ci --ignore-scripts` in `folder` if `installed` (a path
+    `npm ci` creates) is missing; skips the test without `node` or `npm`."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip(f"node is not installed: {folder.name} cannot run")
+    if not installed.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip(f"npm is not installed and {installed} is missing: cannot install {folder}'s packages")
+        proc = subprocess.run(
+            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
+            cwd=folder, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"npm ci failed in {folder}:\n{proc.stderr[-2000:]}"
+    return node
+
+
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory):
     """A folder of the real MNIST IDX files, found as the commands find MNIST.

@@ -13,11 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-import zipfile
 
 import numpy as np
 import pytest
 
+from conftest import model_weights
 from lenet_tf.errors import SettingError
 from lenet_tf.training.distribute import is_chief, read_tf_config, task_name, worker_count
 
@@ -41,19 +41,8 @@ def _env(**extra):
     return env
 
 
-def _weights(path):
-    import h5py
-
-    arrays = {}
-    with zipfile.ZipFile(path) as archive, h5py.File(archive.open("model.weights.h5"), "r") as h5:
-        h5["layers"].visititems(
-            lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
-        )
-    return arrays
-
-
 def assert_same_training(a, b):
-    weights_a, weights_b = _weights(a), _weights(b)
+    weights_a, weights_b = model_weights(a), model_weights(b)
     assert weights_a.keys() == weights_b.keys() and len(weights_a) == 13
     for name in weights_a:
         np.testing.assert_allclose(weights_a[name], weights_b[name], rtol=0, atol=1e-5, err_msg=name)

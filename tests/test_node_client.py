@@ -9,11 +9,12 @@ because it downloads GPU binaries, the CPU ones ship in the package).
 
 import json
 import pathlib
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+
+from conftest import node_with_packages
 
 NODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "examples" / "node"
 
@@ -21,19 +22,7 @@ NODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "examples" / "node"
 @pytest.fixture(scope="module")
 def node_client():
     """The `node` executable, with the client's dependencies installed."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the Node.js client (examples/node) cannot run")
-    if not (NODE_DIR / "node_modules" / "onnxruntime-node").is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.fail("node is installed but npm is not: cannot install examples/node's dependencies")
-        proc = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=NODE_DIR, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, f"npm ci failed in {NODE_DIR}:\n{proc.stderr[-2000:]}"
-    return node
+    return node_with_packages(NODE_DIR, NODE_DIR / "node_modules" / "onnxruntime-node")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, model_weights, run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = (
@@ -50,20 +50,6 @@ def train_cli(out, mnist_dir, *extra):
     result = python_m("lenet_tf.train", *TINY_RUN, "--data-dir", mnist_dir, "--out", out, *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
-
-
-def model_weights(path):
-    """The weights of a `.keras` file as NumPy arrays, read without building the model."""
-    import zipfile
-
-    import h5py
-
-    arrays = {}
-    with zipfile.ZipFile(path) as archive, h5py.File(archive.open("model.weights.h5"), "r") as h5:
-        h5["layers"].visititems(
-            lambda name, item: arrays.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
-        )
-    return arrays
 
 
 def assert_bit_identical(a, b):

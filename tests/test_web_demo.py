@@ -24,7 +24,6 @@ import os
 import pathlib
 import queue
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -34,6 +33,8 @@ import urllib.request
 
 import numpy as np
 import pytest
+
+from conftest import node_with_packages
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WEB_DIR = REPO / "examples" / "web"
@@ -108,19 +109,7 @@ def stroke_points(digit, cx, cy, height):
 @pytest.fixture(scope="module")
 def node():
     """The `node` executable, with examples/web's dependencies installed (`npm ci`)."""
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed: the web demo (examples/web) cannot be served")
-    if not RUNTIME_DIR.is_dir():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed and examples/web/node_modules is missing: cannot install onnxruntime-web")
-        proc = subprocess.run(
-            [npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"],
-            cwd=WEB_DIR, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, f"npm ci failed in {WEB_DIR}:\n{proc.stderr[-2000:]}"
-    return node
+    return node_with_packages(WEB_DIR, RUNTIME_DIR)
 
 
 WebModel = collections.namedtuple("WebModel", "path pretrained")
