@@ -247,7 +247,7 @@ def test_train_refuses_bad_mnist_files_in_one_line(case, real_train_labels, mnis
     argv = ["--data-dir", folder, "--out", tmp_path / "run", "--epochs", "1"]
     status, _, err = run_cli(train.main, argv, capsys)
     assert_one_line_error(status, err, str(folder / "train-labels-idx1-ubyte"), *fragments)
-    assert not (tmp_path / "run" / "model.keras").exists()
+    assert not (tmp_path / "run").exists()  # a run that cannot start leaves no folder
 
 
 @pytest.mark.parametrize(
@@ -268,6 +268,26 @@ def test_train_refuses_a_missing_mnist_folder_or_file(setup, fragments, mnist_di
         folder = _mnist_folder(tmp_path, mnist_dir, leave_out="t10k-images")
     status, _, err = run_cli(train.main, ["--data-dir", folder, "--out", tmp_path / "run"], capsys)
     assert_one_line_error(status, err, str(folder), *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_offline_without_a_data_folder_train_fails_in_one_line_and_leaves_nothing(tmp_path):
+    import socket
+
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=5).close()
+        pytest.skip("this machine reaches the MNIST download host: TFDS would download")
+    except OSError:
+        pass
+    env = {key: value for key, value in os.environ.items() if key not in ("LENET_MNIST_DIR", "TFDS_DATA_DIR")}
+    env.update(HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-m", "lenet_tf.train", "--out", str(tmp_path / "run")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: tensorflow-datasets cannot download MNIST: storage.googleapis.com is unreachable")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "home" / "tensorflow_datasets").exists()
 
 
 def test_evaluate_refuses_bad_mnist_files(models, mnist_dir, tmp_path, capsys):

@@ -56,6 +56,9 @@ def train(config):
     """
     config.validate()
     tf_config = distribute.read_tf_config() if config.strategy == "multiworker" else None
+    # MNIST before the run folder: a run that cannot get its data leaves no folder behind.
+    # (`load_mnist` decodes once per process; `_train` gets the same arrays again.)
+    load_mnist(config.data_dir)
     folder = RunFolder(config.out, distribute.task_name(tf_config))
     with folder.claim(overwrite=config.overwrite):
         if config.cpu_devices:
