@@ -307,7 +307,7 @@ def test_config_checks_its_settings_and_names_the_one_at_fault():
     for settings, message in [
         ({"epochs": 0}, "epochs: must be a positive integer, got 0"),
         ({"learning_rate": float("nan")}, "learning_rate: must be a positive number, got nan"),
-        ({"optimizer": "adamx"}, "optimizer: must be one of 'adamw', 'adam', 'sgd', got 'adamx'"),
+        ({"optimizer": "adamx"}, "optimizer: must be one of 'adamw', 'adam', 'sgd', 'sdlm', got 'adamx'"),
         ({"verbose": True}, "verbose: must be one of 'auto', 0, 1, 2, got True"),
         ({"ema": "yes"}, "ema: must be True or False, got 'yes'"),
         ({"cpu_devices": 2}, "cpu_devices: needs strategy 'mirrored' or 'multiworker'"),

@@ -4,8 +4,10 @@ This module imports no TensorFlow: the command line builds its parser from these
 defaults, help text, choices and accepted ranges), so the two never disagree.
 
 >>> config = TrainConfig(epochs=2, train_limit=1024)
->>> config.optimizer, config.learning_rate
+>>> config.optimizer, config.initial_learning_rate()
 ('adamw', 0.002)
+>>> TrainConfig(optimizer="sdlm", batch_size=1).initial_learning_rate()
+5e-05
 >>> TrainConfig(epochs=0)
 Traceback (most recent call last):
 ...
@@ -19,7 +21,10 @@ import numbers
 from lenet_tf.errors import SettingError
 
 VARIANTS = ("paper", "modern")
-OPTIMIZERS = ("adamw", "adam", "sgd")
+OPTIMIZERS = ("adamw", "adam", "sgd", "sdlm")
+# The learning rate when none is given. For sdlm, a tenth of the paper's first global step: the
+# paper's 0.0005 diverges on this network within the first samples (docs/sdlm.md).
+DEFAULT_LEARNING_RATES = {"adamw": 2e-3, "adam": 2e-3, "sgd": 2e-3, "sdlm": 5e-5}
 SCHEDULES = ("cosine", "paper", "constant")
 JIT_COMPILE = ("auto", "on", "off")
 STRATEGIES = ("default", "mirrored", "multiworker")
@@ -88,10 +93,26 @@ class TrainConfig:
         "adamw",
         "adamw: Adam with decoupled weight decay, the lowest test error in our 20-epoch runs; "
         "adam: overfits more; sgd: Nesterov momentum 0.9 (diverged at learning rate 0.02 in our "
-        "runs; 5e-3 trains)",
+        "runs; 5e-3 trains); sdlm: the paper's stochastic diagonal Levenberg-Marquardt "
+        "(docs/sdlm.md): a step of learning_rate / (0.02 + h_kk) per parameter, the paper's "
+        "per-pass schedule, no weight average or decay (schedule, weight_decay and ema do not "
+        "apply); the paper used batch_size 1",
         choices=OPTIMIZERS,
     )
-    learning_rate: float = setting(2e-3, "initial learning rate", check=POSITIVE)
+    learning_rate: float | None = setting(
+        None,
+        "initial learning rate (default: 2e-3; 5e-5 for sdlm, per sample, scaled by the batch size)",
+        check=POSITIVE,
+        number=float,
+    )
+    hessian_refresh: int | None = setting(
+        None,
+        "optimizer sdlm: also re-estimate the Hessian diagonal every N steps, a multiple of "
+        "steps_per_execution (default: before each pass only, as the paper)",
+        check=POSITIVE_INT,
+        number=int,
+        metavar="N",
+    )
     schedule: str = setting(
         "cosine",
         "learning-rate schedule: cosine decay to 0 over the run; paper: steps down after epochs "
@@ -182,11 +203,27 @@ class TrainConfig:
             _check_setting(field, getattr(self, field.name))
         if self.cpu_devices and self.strategy == "default":
             raise SettingError("cpu_devices", "needs strategy 'mirrored' or 'multiworker'")
+        if self.optimizer == "sdlm":
+            _check_sdlm(self)
+        elif self.hessian_refresh is not None:
+            raise SettingError("hessian_refresh", "applies to optimizer 'sdlm' only")
+
+    def initial_learning_rate(self):
+        """`learning_rate`, or the optimizer's default when it is None."""
+        return self.learning_rate or DEFAULT_LEARNING_RATES[self.optimizer]
 
     def fingerprint(self):
         """The settings a resumed run must share with its backup (fields with `resume=True`)."""
         fields = dataclasses.fields(self)
         return {field.name: getattr(self, field.name) for field in fields if field.metadata["resume"]}
+
+
+def _check_sdlm(config):
+    """What sdlm has a rule for: the paper variant on one device, in float32 (docs/sdlm.md)."""
+    if config.variant != "paper":
+        raise SettingError("optimizer", "sdlm needs variant 'paper' (its curvature rules are the MAP loss's)")
+    if config.strategy != "default" or config.mixed_precision:
+        raise SettingError("optimizer", "sdlm runs on one device in float32 (strategy 'default', no mixed_precision)")
 
 
 def _check_setting(field, value):

@@ -16,10 +16,10 @@ import numpy as np
 import tensorflow as tf
 
 from lenet_tf.data import load_mnist, make_dataset, steps_per_epoch
-from lenet_tf.errors import RunFailed, RunFolderError
+from lenet_tf.errors import RunFailed, RunFolderError, SettingError
 from lenet_tf.evaluation import evaluate_model
 from lenet_tf.model import build_lenet5
-from lenet_tf.training import distribute
+from lenet_tf.training import distribute, sdlm
 from lenet_tf.training.callbacks import (
     EpochBackup, MemoryLog, StopOnNaN, StopOnSignal, TrainingDiverged, TrainingInterrupted, progress_verbosity,
 )  # fmt: skip
@@ -92,7 +92,7 @@ def _train(config, folder, tf_config, watchdog):
     if config.strategy == "multiworker":
         train_data, test_data = distribute.shard_by_data(train_data), distribute.shard_by_data(test_data)
     backup, memory = EpochBackup(folder.backup, config.fingerprint(), steps), MemoryLog()
-    callbacks = _callbacks(config, folder, epoch, backup, memory, watchdog)
+    callbacks = _callbacks(config, folder, epoch, backup, memory, watchdog) + _optimizer_callbacks(config, x_train)
     sample = (x_train[: config.batch_size].astype("float32"), y_train[: config.batch_size].astype("int32"))
     with distribute.keras_fixes(config.strategy, model, strategy, sample):
         start = time.perf_counter()
@@ -142,6 +142,9 @@ def _build_model(config, steps, on_gpu):
     """A fresh LeNet-5, compiled with `config`'s recipe (inside the strategy's scope)."""
     model = build_lenet5(config.variant, trainable_centers=config.trainable_centers)
     requested = effective_steps_per_execution(steps, config.steps_per_execution)
+    if config.hessian_refresh and config.hessian_refresh % requested:
+        # Keras calls batch hooks once per execution: the refresh could not happen on time.
+        raise SettingError("hessian_refresh", f"must be a multiple of the {requested} steps per execution, got {config.hessian_refresh}")
     compile_lenet5(
         model, config, steps,
         jit_compile={"auto": on_gpu, "on": True, "off": False}[config.jit_compile],
@@ -175,6 +178,13 @@ def _callbacks(config, folder, first_epoch, backup, memory, watchdog):
     if watchdog is not None:  # every worker has joined once the first step is done
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: watchdog.cancel()))
     return callbacks
+
+
+def _optimizer_callbacks(config, x_train):
+    """SDLM's Hessian diagonal, estimated on undistorted training images before each pass."""
+    if config.optimizer != "sdlm":
+        return []
+    return [sdlm.HessianRefresh(x_train, every_steps=config.hessian_refresh, seed=config.seed)]
 
 
 def _fit(model, config, train_data, test_data, callbacks, first_epoch, steps, backup):

@@ -16,6 +16,7 @@ import keras
 from lenet_tf.losses import MAPLoss
 from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import model_variant
+from lenet_tf.training import sdlm
 
 # The paper's global learning rate per pass (section III.B), as multiples of its first value
 # 0.0005: passes 1-2, 3-5, 6-8, 9-12, then 13 on.
@@ -38,14 +39,15 @@ def learning_rate_schedule(config, steps_per_epoch):
     Returns:
         A float for `schedule="constant"`, else a `keras.optimizers.schedules.LearningRateSchedule`.
     """
+    learning_rate = config.initial_learning_rate()
     if config.schedule == "constant":
-        return config.learning_rate
+        return learning_rate
     if config.schedule == "cosine":
         total_steps = config.epochs * steps_per_epoch
-        return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=total_steps)
+        return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         [boundary * steps_per_epoch for boundary in PAPER_SCHEDULE_BOUNDARIES],
-        [config.learning_rate * factor for factor in PAPER_SCHEDULE_FACTORS],
+        [learning_rate * factor for factor in PAPER_SCHEDULE_FACTORS],
     )
 
 
@@ -72,8 +74,12 @@ def make_optimizer(config, steps_per_epoch):
         steps_per_epoch: Training steps per epoch, for the schedule and the average.
 
     Returns:
-        A `keras.optimizers.AdamW`, `Adam` or `SGD` (Nesterov momentum 0.9).
+        A `keras.optimizers.AdamW`, `Adam`, `SGD` (Nesterov momentum 0.9) or `SDLM` (the
+        paper's per-pass schedule; its Hessian diagonal comes from `sdlm.HessianRefresh`).
     """
+    if config.optimizer == "sdlm":
+        schedule = sdlm.paper_eta_schedule(steps_per_epoch, config.batch_size, config.initial_learning_rate())
+        return sdlm.SDLM(schedule, mu=sdlm.PAPER_MU)
     learning_rate = learning_rate_schedule(config, steps_per_epoch)
     average = {"use_ema": config.ema, "ema_momentum": ema_momentum(config.epochs * steps_per_epoch)}
     if config.optimizer == "sgd":
