@@ -11,6 +11,7 @@ RUN_DIR/training_log.csv (as `lenet_tf.training.train` writes them), classifies 
   that the model reads correctly, as the paper's figure of LeNet-5 reading a 3.
 - `prototypes.png`: the 10 RBF centres as 7x12 bitmaps (the paper's Figure 3).
 - `c3_connections.png`: which S2 maps each C3 map reads (the paper's Table 1).
+- `comparison.png`, with `compare`: the test error after each pass of this run and others.
 
 Each file is written atomically. Drawing uses matplotlib's Agg canvas (no display needed).
 """
@@ -315,13 +316,41 @@ def save_figure(figure, path):
     return pathlib.Path(path)
 
 
-def write_report(run_dir, data_dir=None, out=None):
+def plot_test_error_per_pass(logs):
+    """Test error after each pass for several runs, to compare recipes (e.g. SDLM and AdamW).
+
+    Args:
+        logs: `{label: log}`, each from `read_training_log` of a run with validation.
+
+    Returns:
+        The `Figure`.
+
+    Raises:
+        RunFolderError: A log without the per-epoch test columns (a run with validation off).
+    """
+    figure = _figure(6, 3.8)
+    axis = figure.subplots()
+    for label, log in logs.items():
+        if "val_accuracy" not in log:
+            raise RunFolderError(f"{label}: its training log has no per-epoch test error (trained without validation)")
+        error = 100 * (1 - log["val_accuracy"])
+        axis.plot(log["epoch"] + 1, error, "o-", label=f"{label}: {error[-1]:.2f}% after pass {len(error)}")
+    axis.set(title="Test error after each pass", xlabel="pass", ylabel="test error (%)", yscale="log")
+    axis.yaxis.set_major_formatter("{x:g}")
+    axis.grid(alpha=0.3, which="both")
+    axis.legend()
+    return figure
+
+
+def write_report(run_dir, data_dir=None, out=None, compare=()):
     """Draws every plot of a run and writes them as PNG files.
 
     Args:
         run_dir: A run folder written by `lenet_tf.training.train` (`model.keras`, `training_log.csv`).
         data_dir: Folder with the MNIST IDX files; None uses `$LENET_MNIST_DIR` or TFDS.
         out: Folder for the PNG files. Defaults to `run_dir/report`.
+        compare: Other run folders: adds `comparison.png`, the test error after each pass of
+            this run and of each of them (`plot_test_error_per_pass`).
 
     Returns:
         A dict: `files` (the PNG paths written, in the order of the module docstring),
@@ -358,5 +387,9 @@ def write_report(run_dir, data_dir=None, out=None):
     if centres is not None:  # the modern variant has a softmax layer, no prototypes
         figures["prototypes"] = plot_prototypes(centres)
     figures["c3_connections"] = plot_connection_table(lenet5_connection_table())
+    if compare:
+        logs = {str(run_dir): log}
+        logs.update((str(other), read_training_log(pathlib.Path(other) / "training_log.csv")) for other in compare)
+        figures["comparison"] = plot_test_error_per_pass(logs)
     files = [save_figure(figure, out / f"{name}.png") for name, figure in figures.items()]
     return {"files": files, "errors": result["errors"], "test_error": result["test_error"]}

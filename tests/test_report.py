@@ -103,6 +103,19 @@ def test_training_curves_label_the_per_epoch_test_error_apart_from_the_saved_mod
     assert labels == ["training", "test, during training: 1.79% last", "test, saved model: 1.81%"]
 
 
+def test_comparison_draws_each_runs_test_error_per_pass_and_refuses_a_log_without_it():
+    with_validation = {"epoch": np.array([0.0, 1.0, 2.0]), "loss": np.ones(3), "accuracy": np.ones(3),
+                       "val_loss": np.ones(3), "val_accuracy": np.array([0.97, 0.98, 0.99])}  # fmt: skip
+    other = dict(with_validation, val_accuracy=np.array([0.95, 0.985, 0.991]))
+    figure = report.plot_test_error_per_pass({"runs/sdlm": with_validation, "runs/paper": other})
+    (axis,) = figure.axes
+    assert [line.get_label() for line in axis.lines] == ["runs/sdlm: 1.00% after pass 3", "runs/paper: 0.90% after pass 3"]
+    np.testing.assert_allclose(axis.lines[0].get_ydata(), [3.0, 2.0, 1.0])
+    without = {key: value for key, value in with_validation.items() if not key.startswith("val_")}
+    with pytest.raises(RunFolderError, match="runs/x: its training log has no per-epoch test error"):
+        report.plot_test_error_per_pass({"runs/x": without})
+
+
 def test_confusion_matrix_counts_pairs():
     matrix = report.confusion_matrix([0, 0, 1, 9, 9], [0, 1, 1, 9, 4])
     assert matrix.sum() == 5 and np.trace(matrix) == 3

@@ -14,6 +14,9 @@ def build_parser(prog=None):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by lenet-tf train")
     parser.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
     parser.add_argument("--out", metavar="DIR", help="folder for the PNG files (default: RUN_DIR/report)")
+    parser.add_argument("--compare", nargs="+", default=(), metavar="OTHER_RUN",
+                        help="also draw comparison.png: the test error after each pass of RUN_DIR "
+                             "and of these runs (say, --optimizer sdlm against the default)")  # fmt: skip
     base.add_verbose_argument(parser)
     return parser
 
@@ -21,7 +24,7 @@ def build_parser(prog=None):
 def execute(args):
     from lenet_tf.reporting import write_report
 
-    result = write_report(args.run_dir, args.data_dir, args.out)
+    result = write_report(args.run_dir, args.data_dir, args.out, args.compare)
     for path in result["files"]:
         print(path)
     print(f"test error {100 * result['test_error']:.2f}% ({result['errors']} misclassified)")
