@@ -390,26 +390,8 @@ def make_dataset(
         return tf.cast(tf.gather(pixels, index), tf.float32), tf.gather(targets, index)
 
     if not shuffle:
-        index_batches = tf.data.Dataset.range(count).batch(
-            batch_size, drop_remainder=drop_remainder
-        )
-        return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-            tf.data.AUTOTUNE
-        )
-
-    def epoch_index_batches(epoch):
-        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(count, dtype=tf.int64), seed=epoch_seed
-        )
-        index_batches = tf.data.Dataset.from_tensor_slices(order).batch(
-            batch_size, drop_remainder=drop_remainder
-        )
-        # Each batch carries its own seed, (seed, epoch, batch index) folded together, so
-        # its distortions do not depend on what ran before it.
-        return index_batches.enumerate().map(
-            lambda step, index: (tf.random.experimental.stateless_fold_in(epoch_seed, step), index)
-        )
+        index_batches = tf.data.Dataset.range(count).batch(batch_size, drop_remainder=drop_remainder)
+        return index_batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
     def training_batch(batch_seed, index):
         batch_images, batch_labels = gather(index)
@@ -417,11 +399,29 @@ def make_dataset(
             batch_images = _affine_distort(batch_images, batch_seed)
         return batch_images, batch_labels
 
-    epochs = tf.data.Dataset.counter(start=first_epoch, dtype=tf.int64)
     # Every batch is a pure function of its seed and indices, so a parallel map with
     # deterministic ordering yields the same stream as a sequential one.
     return (
-        epochs.flat_map(epoch_index_batches)
+        _seeded_index_batches(count, batch_size, seed, first_epoch, drop_remainder)
         .map(training_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def _seeded_index_batches(count, batch_size, seed, first_epoch, drop_remainder):
+    """Endless `(batch seed, example indices)` pairs: epoch `first_epoch` shuffled, then the next.
+
+    Epoch `e`'s order is a stateless shuffle seeded by `(seed, e)`, and each batch carries its
+    own seed, `(seed, e, batch index)` folded together, so its distortions do not depend on
+    what ran before it.
+    """
+
+    def epoch_index_batches(epoch):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), seed=epoch_seed)
+        index_batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=drop_remainder)
+        return index_batches.enumerate().map(
+            lambda step, index: (tf.random.experimental.stateless_fold_in(epoch_seed, step), index)
+        )
+
+    return tf.data.Dataset.counter(start=first_epoch, dtype=tf.int64).flat_map(epoch_index_batches)
