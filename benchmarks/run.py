@@ -89,6 +89,7 @@ def execute(args):
     from benchmarks import export_compare, time_to_accuracy, train_throughput
     from lenet_tf.data import load_mnist
     from lenet_tf.files import atomic_path, write_json
+    from benchmarks.stock_lenet import STOCK_LAYER_CLASSES
     from lenet_tf.saving import load_lenet5
 
     out = pathlib.Path(args.out)
@@ -104,7 +105,8 @@ def execute(args):
             args.data_dir, batch_size=args.batch_size, epochs=args.epochs, save_dir=scratch
         )
         progress.add(1)
-        paper, stock = (load_lenet5(scratch / f"{name}.keras") for name in ("paper", "stock"))
+        paper = load_lenet5(scratch / "paper.keras")
+        stock = load_lenet5(scratch / "stock.keras", also_allow=STOCK_LAYER_CLASSES)
         results["inference"] = export_compare.compare(
             paper, stock, x_train, x_test, y_test, scratch / "exports", repeats=args.repeats, threads=args.threads
         )

@@ -26,6 +26,10 @@ def build_stock_lenet():
     return keras.Model(inputs, outputs, name="lenet5_stock")
 
 
+# What `lenet_tf.saving.load_lenet5` must also allow to load a stock LeNet's `.keras` file.
+STOCK_LAYER_CLASSES = frozenset({"AveragePooling2D"})
+
+
 def compile_stock_lenet(model, steps_per_execution=8, learning_rate=1e-3):
     """Compiles the stock LeNet as the paper model is compiled, with cross-entropy."""
     model.compile(

@@ -24,8 +24,8 @@ from lenet_tf.model import PAPER_LAYERS
 MAX_UNCOMPRESSED_BYTES = 64 * 2**20
 MAX_CONFIG_BYTES = 4 * 2**20
 
-# The layer classes `build_lenet5` uses, in either variant, and `AveragePooling2D` of the
-# stock-layer LeNet the benchmarks compare against. All are code-free standard or lenet-tf layers.
+# The layer classes `build_lenet5` uses, in either variant. All are code-free standard or
+# lenet-tf layers.
 LENET5_LAYER_CLASSES = frozenset(
     {
         "InputLayer",
@@ -34,7 +34,6 @@ LENET5_LAYER_CLASSES = frozenset(
         "TrainableSubsampling",
         "SparseConv2D",
         "MaxPooling2D",
-        "AveragePooling2D",
         "Flatten",
         "Dense",
         "EuclideanRBF",
@@ -65,7 +64,7 @@ def _builtins_refusal(kind, function):
     return f"refused: names Python's built-in {name!r} (only lenet-tf functions may come from builtins)"
 
 
-def _refusal(config):
+def _refusal(config, layer_classes=LENET5_LAYER_CLASSES):
     """Why the model config `config` must not be loaded, or None if nothing is wrong.
 
     Walks every object the config names. This reads JSON only: nothing is imported or built.
@@ -80,7 +79,7 @@ def _refusal(config):
                 f"refused: layer {name!r} is a Lambda layer, which can run arbitrary Python code; "
                 "lenet-tf models never contain one"
             )
-        if kind not in LENET5_LAYER_CLASSES:
+        if kind not in layer_classes:
             return f"refused: layer {name!r} has class {kind!r}, which is not part of a lenet-tf LeNet-5"
     stack = [config]
     while stack:
@@ -132,11 +131,11 @@ def _read_config(path):
         raise ModelFileError(f"{path}: corrupt Keras model file ({err})") from err
 
 
-def load_lenet5(path, compile=False):
+def load_lenet5(path, compile=False, also_allow=()):
     """Loads a LeNet-5 saved by lenet-tf, refusing anything else.
 
-    Importing `lenet_tf` (which importing this module does) registers the package's layers,
-    loss and metric. Before Keras reads the file, its configuration is checked as plain JSON
+    Importing this module registers the package's layers, loss and metric (through
+    `lenet_tf.model`). Before Keras reads the file, its configuration is checked as plain JSON
     (see the module docstring): a `Lambda` layer, a class that is neither Keras's nor
     lenet-tf's, or a layer a LeNet-5 does not have is refused. Keras then loads it with
     `safe_mode=True`.
@@ -144,6 +143,9 @@ def load_lenet5(path, compile=False):
     Args:
         path: A `.keras` file.
         compile: Whether to restore the training configuration (loss, metrics, optimizer).
+        also_allow: Names of further code-free Keras layer classes the file may hold, for a
+            LeNet-5 built from other standard layers (the benchmarks' stock-layer LeNet:
+            `{"AveragePooling2D"}`).
 
     Returns:
         The `keras.Model`.
@@ -162,7 +164,7 @@ def load_lenet5(path, compile=False):
         raise ModelFileError(f"{path}: expected a .keras model file (the name must end in .keras)")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path}: not a Keras model file, or truncated (a .keras file is a zip archive)")
-    refusal = _refusal(_read_config(path))
+    refusal = _refusal(_read_config(path), LENET5_LAYER_CLASSES | frozenset(also_allow))
     if refusal:
         raise ModelFileError(f"{path}: {refusal}")
     try:

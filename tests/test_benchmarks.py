@@ -79,9 +79,13 @@ def stock_worker(mnist_dir):
 def test_trainer_process_trains_a_real_model_and_saves_it(stock_worker, tmp_path):
     assert stock_worker.images_per_second(10) > 0
     stock_worker.save(tmp_path / "stock.keras")
+    from benchmarks.stock_lenet import STOCK_LAYER_CLASSES
+    from lenet_tf.errors import ModelFileError
     from lenet_tf.saving import load_lenet5
 
-    assert load_lenet5(tmp_path / "stock.keras").name == "lenet5_stock"
+    assert load_lenet5(tmp_path / "stock.keras", also_allow=STOCK_LAYER_CLASSES).name == "lenet5_stock"
+    with pytest.raises(ModelFileError, match="'AveragePooling2D', which is not part of a lenet-tf LeNet-5"):
+        load_lenet5(tmp_path / "stock.keras")  # the library alone knows only its own layers
 
 
 def test_trainer_process_passes_worker_errors_back_as_one_line(stock_worker, tmp_path):
