@@ -335,8 +335,13 @@ def plot_test_error_per_pass(logs):
             raise RunFolderError(f"{label}: its training log has no per-epoch test error (trained without validation)")
         error = 100 * (1 - log["val_accuracy"])
         axis.plot(log["epoch"] + 1, error, "o-", label=f"{label}: {error[-1]:.2f}% after pass {len(error)}")
+    from matplotlib.ticker import LogLocator, NullFormatter
+
     axis.set(title="Test error after each pass", xlabel="pass", ylabel="test error (%)", yscale="log")
+    axis.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
     axis.yaxis.set_major_formatter("{x:g}")
+    axis.yaxis.set_minor_formatter(NullFormatter())
+    axis.xaxis.get_major_locator().set_params(integer=True)
     axis.grid(alpha=0.3, which="both")
     axis.legend()
     return figure
