@@ -167,9 +167,7 @@ def build_parser(prog=None):
         "shipped recipe, export ONNX and int8 TFLite, measure each on the MNIST test set, write "
         "the model card).",
     )
-    parser.add_argument("--data-dir", metavar="DIR", help="folder with the MNIST IDX files "
-                        "(default: $LENET_MNIST_DIR, else tensorflow-datasets); needed for training, "
-                        "calibration and the test-set figures")  # fmt: skip
+    base.add_data_dir_argument(parser, ", for training, calibration and the test-set figures")
     parser.add_argument("--run", metavar="RUN_DIR", default="runs/pretrained-paper",
                         help="run folder of the recipe: trained there unless it holds a finished run "
                              "(default: runs/pretrained-paper)")  # fmt: skip

@@ -364,9 +364,7 @@ def build_parser(prog=None):
     )
     parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT", help="SavedModel folders, .tflite and .onnx files")
     parser.add_argument("--model", required=True, metavar="PATH", help="the .keras file the artifacts came from")
-    parser.add_argument("--data-dir", metavar="DIR",
-                        help="folder with the MNIST IDX files, whose test set verify reads "
-                        "(default: $LENET_MNIST_DIR, else tensorflow-datasets)")  # fmt: skip
+    base.add_data_dir_argument(parser, ", whose test set verify reads")
     parser.add_argument("--json", action="store_true", help="print the rows as a JSON list instead of a table")
     parser.add_argument("--limit", type=base.positive_int, metavar="N",
                         help="use the first N test images only (quick checks; bars still apply)")  # fmt: skip

@@ -86,6 +86,19 @@ def add_verbose_argument(parser):
     )  # fmt: skip
 
 
+def add_data_dir_argument(parser, use=""):
+    """Adds `--data-dir DIR`, the MNIST folder, found as `lenet_tf.data.load_mnist` finds it.
+
+    Args:
+        parser: The command's parser.
+        use: What the command reads MNIST for, appended to the help (", for ...").
+    """
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help=f"folder with the MNIST IDX files{use} (default: $LENET_MNIST_DIR, else tensorflow-datasets)",
+    )  # fmt: skip
+
+
 def wants_dependency_logs(args=None):
     """Whether the user asked to see the dependencies' logs (`--verbose` or `LENET_TF_VERBOSE`)."""
     flag = getattr(args, "verbose", False)

@@ -7,16 +7,13 @@ import json
 
 from lenet_tf.commands import base
 
-DATA_DIR_HELP = "folder with the MNIST IDX files (default: $LENET_MNIST_DIR, else tensorflow-datasets)"
-
-
 def build_parser(prog=None):
     parser = base.ArgumentParser(
         prog=prog or "python -m lenet_tf.evaluate",
         description="Report the MNIST test error of a saved lenet-tf model.",
     )
     parser.add_argument("--model", required=True, metavar="PATH", help="a .keras file written by lenet-tf train")
-    parser.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    base.add_data_dir_argument(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     base.add_verbose_argument(parser)
     return parser

@@ -1,7 +1,6 @@
 """`lenet-tf report RUN_DIR`: a training run drawn as PNG plots (see `lenet_tf.reporting`)."""
 
 from lenet_tf.commands import base
-from lenet_tf.commands.evaluate import DATA_DIR_HELP
 
 
 def build_parser(prog=None):
@@ -12,7 +11,7 @@ def build_parser(prog=None):
         "connection table.",
     )
     parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by lenet-tf train")
-    parser.add_argument("--data-dir", metavar="DIR", help=DATA_DIR_HELP)
+    base.add_data_dir_argument(parser)
     parser.add_argument("--out", metavar="DIR", help="folder for the PNG files (default: RUN_DIR/report)")
     parser.add_argument("--compare", nargs="+", default=(), metavar="OTHER_RUN",
                         help="also draw comparison.png: the test error after each pass of RUN_DIR "
