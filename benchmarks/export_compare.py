@@ -43,7 +43,7 @@ def train_stock(x_train, y_train, epochs, seed=0):
     keras.utils.set_random_seed(seed)
     model = build_stock_lenet()
     if epochs:
-        compile_stock_lenet(model)
+        compile_stock_lenet(model, keras.optimizers.Adam(1e-3))
         model.fit(x_train.astype("float32"), y_train, batch_size=64, epochs=epochs, verbose=0)
     return model
 
@@ -73,9 +73,10 @@ def export_all(model, folder, calibration, graph="folded"):
 def measure_once(path, images, labels, threads, latency_runs):
     """Test error, batch-1 latency (ms) and throughput (images/s) of one artifact, once."""
     from benchmarks.inference import batch1_latency_ms, throughput
+    from benchmarks.stock_lenet import STOCK_LAYER_CLASSES
     from lenet_tf.inference import load_runtime
 
-    runtime = load_runtime(path, num_threads=threads)
+    runtime = load_runtime(path, num_threads=threads, also_allow=STOCK_LAYER_CLASSES)
     probabilities, images_per_second = throughput(runtime, images, 1024)
     return {
         "test_error": float((probabilities.argmax(-1) != labels).mean()),

@@ -30,10 +30,10 @@ def build_stock_lenet():
 STOCK_LAYER_CLASSES = frozenset({"AveragePooling2D"})
 
 
-def compile_stock_lenet(model, steps_per_execution=8, learning_rate=1e-3):
-    """Compiles the stock LeNet as the paper model is compiled, with cross-entropy."""
+def compile_stock_lenet(model, optimizer, steps_per_execution=8):
+    """Compiles the stock LeNet with cross-entropy and `optimizer` (a Keras optimizer)."""
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,

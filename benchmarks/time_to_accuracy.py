@@ -1,18 +1,18 @@
-"""Seconds of training from scratch until a model reaches a test accuracy (99.0% by default).
+"""Seconds of training from scratch until a model reaches 99.0% test accuracy, and the paper's 0.95% error.
 
 Usage:
 
-    python -m benchmarks.time_to_accuracy [--target 0.99] [--batch-size 128] [--epochs 12] \
+    python -m benchmarks.time_to_accuracy [--batch-size 128] [--epochs 6] \
         [--checks-per-epoch 2] [--data-dir DIR] [--json results.json]
 
-Each contender of `benchmarks.trainers` (the paper model with its `lenet_tf.training` recipe, the
-stock-Keras LeNet, the PyTorch LeNet when installed) trains from fresh weights, alone, in its
-own worker process; `--checks-per-epoch` times per epoch the clock stops, the full 10,000-image test
-set is classified, and the clock restarts. The time reported is training time only, up to the
-first check at or above the target (tracing and the first step included: that is part of
-training from scratch). A model that has not reached it after `--epochs` epochs is reported as
-not reaching it. The paper model's learning-rate schedule spans `--epochs` epochs, so the
-recipe is fixed before the run, not tuned to stop early.
+Each contender of `benchmarks.trainers` (the paper model, the stock-Keras LeNet, the PyTorch
+LeNet when installed, each with the `fast` recipe through its own library) trains from fresh
+weights, alone, in its own worker process; `--checks-per-epoch` times per epoch the clock stops,
+the full 10,000-image test set is classified, and the clock restarts. The time reported for a
+target is training time only, up to the first check at or above it (tracing and the first step
+included: that is part of training from scratch). A model that has not reached a target after
+`--epochs` epochs is reported as not reaching it. The recipe's schedule spans `--epochs` epochs,
+so it is fixed before the run, not tuned to stop early.
 """
 
 import time
@@ -20,22 +20,25 @@ import time
 from benchmarks.trainers import add_contender_arguments
 from lenet_tf.commands import base
 
+# 99.0% test accuracy, and the paper's 0.95% test error (99.05% accuracy).
+TARGETS = (0.99, 0.9905)
 
-def time_to_accuracy(trainer, x_test, y_test, target, checks, steps_per_check):
-    """Trains `trainer` in `checks` chunks of `steps_per_check` steps until `target` accuracy.
+
+def time_to_accuracy(trainer, x_test, y_test, targets, checks, steps_per_check):
+    """Trains `trainer` in `checks` chunks of `steps_per_check` steps until every target is reached.
 
     Args:
         trainer: A `benchmarks.trainers.KerasTrainer` or `torch_lenet.TorchTrainer`.
         x_test: Raw test pixels `(N, 28, 28)`.
         y_test: Test digits `(N,)`.
-        target: Test accuracy to reach, a fraction.
+        targets: Test accuracies to reach, fractions.
         checks: Most chunks to run.
         steps_per_check: Training steps between two accuracy checks.
 
     Returns:
-        `{"reached": bool, "steps", "seconds", "accuracy"}` at the last check (the first at or
-        above `target`, else the final one; seconds of training, checks excluded) and
-        `"curve"`: the same three figures for every check.
+        `{"targets": {str(target): {"reached", "steps", "seconds", "accuracy"}}, "curve"}`: per
+        target, the first check at or above it (else the last check; seconds of training, checks
+        excluded), and the same three figures for every check.
     """
     curve, evaluation_seconds = [], 0.0
     start = time.perf_counter()
@@ -46,28 +49,31 @@ def time_to_accuracy(trainer, x_test, y_test, target, checks, steps_per_check):
         accuracy = trainer.accuracy(x_test, y_test)
         curve.append({"steps": steps_done, "seconds": paused - start - evaluation_seconds, "accuracy": accuracy})
         evaluation_seconds += time.perf_counter() - paused
-        return accuracy >= target
+        return accuracy >= max(targets)
 
     trainer.train(checks * steps_per_check, every=steps_per_check, callback=check)
-    last = curve[-1]
-    return {"reached": last["accuracy"] >= target, **last, "curve": curve}
+    reached = {}
+    for target in targets:
+        first = next((point for point in curve if point["accuracy"] >= target), curve[-1])
+        reached[str(target)] = {"reached": first["accuracy"] >= target, **first}
+    return {"targets": reached, "curve": curve}
 
 
-def measure(data_dir=None, target=0.99, batch_size=128, epochs=12, checks_per_epoch=2, seed=0, save_dir=None):
-    """Time to `target` test accuracy for each contender, from fresh weights, one at a time.
+def measure(data_dir=None, targets=TARGETS, batch_size=128, epochs=6, checks_per_epoch=2, seed=0, save_dir=None):
+    """Time to each of `targets` for each contender, from fresh weights, one at a time.
 
     Args:
         data_dir: MNIST folder (None: `lenet_tf.data.load_mnist`'s default).
-        target: Test accuracy to reach, a fraction.
+        targets: Test accuracies to reach, fractions.
         batch_size: Images per step for every contender.
-        epochs: Most epochs per contender; the paper model's schedule spans them.
+        epochs: Most epochs per contender; the recipe's schedule spans them.
         checks_per_epoch: Test-accuracy checks per epoch.
         seed: Seed of the weights and the data order.
         save_dir: If given, the Keras contenders are saved there as `<name>.keras` as they
             stand after their run (for the inference benchmark).
 
     Returns:
-        `{"target", "batch_size", "epochs", "models": {contender: time_to_accuracy result}}`.
+        `{"batch_size", "epochs", "train_examples", "models": {contender: time_to_accuracy result}}`.
     """
     import pathlib
 
@@ -82,37 +88,44 @@ def measure(data_dir=None, target=0.99, batch_size=128, epochs=12, checks_per_ep
     models = {}
     for name in available_contenders():
         with TrainerProcess(name, data_dir, **trainer_args) as worker:
-            models[name] = worker.time_to_accuracy(target, checks, steps_per_check)
+            models[name] = worker.time_to_accuracy(targets, checks, steps_per_check)
             if save_dir is not None and name != "torch":
                 worker.save(pathlib.Path(save_dir) / f"{name}.keras")
-    return {"target": target, "batch_size": batch_size, "epochs": epochs, "train_examples": len(y_train), "models": models}
+    return {"batch_size": batch_size, "epochs": epochs, "train_examples": len(y_train), "models": models}
 
 
 def markdown(result):
-    """One row per model: seconds and epochs to the target, or how far it got."""
+    """One row per model: seconds and epochs to each target, or how far it got."""
     from benchmarks.train_throughput import MODEL_LABELS
 
-    target = f"{100 * result['target']:.1f}%"
-    lines = [f"| model | seconds to {target} test accuracy (batch {result['batch_size']}) | epochs | accuracy at that check |",
-             "|---|---:|---:|---:|"]  # fmt: skip
+    targets = next(iter(result["models"].values()))["targets"]
+    header = " | ".join(f"seconds to {_label(float(target))} | epochs" for target in targets)
+    lines = [f"| model (batch {result['batch_size']}, at most {result['epochs']} epochs) | {header} | best test accuracy |",
+             "|---|" + "---:|---:|" * len(targets) + "---:|"]  # fmt: skip
     for name, run in result["models"].items():
-        epochs = run["steps"] * result["batch_size"] / result["train_examples"]
-        seconds = f"{run['seconds']:.1f}" if run["reached"] else f"not in {run['seconds']:.1f} s ({result['epochs']} epochs)"
-        lines.append(f"| {MODEL_LABELS[name]} | {seconds} | {epochs:.1f} | {100 * run['accuracy']:.2f}% |")
+        cells = []
+        for point in run["targets"].values():
+            epochs = point["steps"] * result["batch_size"] / result["train_examples"]
+            cells += [f"{point['seconds']:.1f}", f"{epochs:.1f}"] if point["reached"] else ["not reached", "-"]
+        best = max(point["accuracy"] for point in run["curve"])
+        lines.append(f"| {MODEL_LABELS[name]} | {' | '.join(cells)} | {100 * best:.2f}% |")
     return "\n".join(lines)
+
+
+def _label(target):
+    """99.0% accuracy; 0.95% error for a target past 99% (the paper's figure is an error)."""
+    return f"{100 * target:.1f}% accuracy" if target <= 0.99 else f"{100 * (1 - target):.2f}% error"
 
 
 def build_parser(prog=None):
     """The parser of `python -m benchmarks.time_to_accuracy`."""
     parser = base.ArgumentParser(
         prog=prog or "python -m benchmarks.time_to_accuracy",
-        description="Training seconds from scratch to a test accuracy, for the paper LeNet-5, a "
-        "stock-Keras and a PyTorch LeNet.",
+        description="Training seconds from scratch to 99.0% test accuracy and to 0.95% test error, "
+        "for the paper LeNet-5, a stock-Keras and a PyTorch LeNet.",
     )
-    parser.add_argument("--target", type=base.positive_float, default=0.99, metavar="FRACTION",
-                        help="test accuracy to reach (default: 0.99)")  # fmt: skip
-    parser.add_argument("--epochs", type=base.positive_int, default=12, metavar="N",
-                        help="most epochs per model; the paper model's schedule spans them (default: 12)")  # fmt: skip
+    parser.add_argument("--epochs", type=base.positive_int, default=6, metavar="N",
+                        help="most epochs per model; the recipe's schedule spans them (default: 6, the fast recipe's)")  # fmt: skip
     parser.add_argument("--checks-per-epoch", type=base.positive_int, default=2, metavar="N",
                         help="test-accuracy checks per epoch (default: 2)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
@@ -123,12 +136,9 @@ def build_parser(prog=None):
 
 def execute(args):
     """Measures every contender; prints the table (and writes `--json`)."""
-    from lenet_tf.errors import SettingError
     from lenet_tf.files import write_json
 
-    if args.target >= 1:
-        raise SettingError("target", f"must be below 1, got {args.target}")
-    result = measure(args.data_dir, args.target, args.batch_size, args.epochs, args.checks_per_epoch)
+    result = measure(args.data_dir, TARGETS, args.batch_size, args.epochs, args.checks_per_epoch)
     print(markdown(result))
     if args.json:
         write_json(args.json, result)

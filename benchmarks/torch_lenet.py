@@ -1,10 +1,12 @@
 """The PyTorch baseline: the stock LeNet-5 of `benchmarks.stock_lenet`, written in PyTorch.
 
 Same layers (6-16-120-84-10, 5x5 kernels, 2x2 average pooling, tanh, softmax via
-cross-entropy), the same input normalisation (pad to 32x32, pixels to [-0.1, 1.175]), Adam,
+cross-entropy), the same input normalisation (pad to 32x32, pixels to [-0.1, 1.175]),
 and the same in-memory MNIST: each batch is an index gather from one tensor, as
-`lenet_tf.data` does. Needs the optional `bench` extra (`pip install -e '.[bench]'`).
+`lenet_tf.data` does; trained with the recipe of `lenet-tf train --recipe fast`. Needs the optional `bench` extra (`pip install -e '.[bench]'`).
 """
+
+import math
 
 import keras
 import numpy as np
@@ -37,23 +39,51 @@ def build_torch_lenet():
     )  # fmt: skip
 
 
+def onecycle_factor(step, total_steps):
+    """`lenet_tf`'s one-cycle schedule as a multiple of the peak, as Keras' `CosineDecay` computes it.
+
+    A linear warm-up from `WARMUP_START_FACTOR` of the peak over the first `WARMUP_FRACTION` of
+    the steps, then a cosine decay to 0 (`lenet_tf.training.recipes.learning_rate_schedule`).
+    """
+    from lenet_tf.training.recipes import WARMUP_FRACTION, WARMUP_START_FACTOR
+
+    warmup_steps = round(WARMUP_FRACTION * total_steps)
+    if step < warmup_steps:
+        return WARMUP_START_FACTOR + (1 - WARMUP_START_FACTOR) * step / warmup_steps
+    progress = min(step - warmup_steps, total_steps - warmup_steps) / (total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class TorchTrainer:
     """Trains and evaluates the PyTorch LeNet on in-memory MNIST, one batch per step.
+
+    The recipe is `lenet_tf`'s `fast` one in PyTorch's own tools: `torch.optim.AdamW`, the
+    one-cycle schedule through `LambdaLR`, and an exponential moving average of the weights
+    (`torch.optim.swa_utils.AveragedModel`), which is what `accuracy` measures.
 
     Args:
         images: uint8 `(N, 28, 28)` training pixels.
         labels: `(N,)` digits.
         batch_size: Images per step.
-        learning_rate: Adam's learning rate.
+        total_steps: Steps the schedule spans.
+        learning_rate: The schedule's peak.
+        weight_decay: AdamW's decoupled weight decay.
+        ema_momentum: Momentum of the weight average (`lenet_tf.training.recipes.ema_momentum`).
         seed: Seed of the weights and the batch order.
     """
 
-    def __init__(self, images, labels, batch_size, learning_rate=1e-3, seed=0):
+    def __init__(self, images, labels, batch_size, total_steps, learning_rate, weight_decay, ema_momentum, seed=0):
         torch = _torch()
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
         torch.manual_seed(seed)
         self._torch = torch
         self.model = build_torch_lenet()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
+        self.average = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_momentum))
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: onecycle_factor(step, total_steps)
+        )
         self.loss = torch.nn.CrossEntropyLoss()
         self.images = self.normalise(images)
         self.labels = torch.as_tensor(np.asarray(labels, np.int64))
@@ -88,15 +118,17 @@ class TorchTrainer:
             loss = self.loss(self.model(self.images[index]), self.labels[index])
             loss.backward()
             self.optimizer.step()
+            self.schedule.step()
+            self.average.update_parameters(self.model)
             if callback is not None and step % every == 0:
                 if callback(step):
                     break
                 self.model.train()  # the callback's accuracy check left it in eval mode
 
     def accuracy(self, images, labels, batch_size=1024):
-        """Fraction of `images` (uint8 `(N, 28, 28)`) classified as `labels`."""
-        self.model.eval()
+        """Fraction of `images` (uint8 `(N, 28, 28)`) the weight average classifies as `labels`."""
+        self.average.eval()
         inputs = self.normalise(images)
         with self._torch.inference_mode():
-            predictions = [self.model(inputs[i : i + batch_size]).argmax(-1) for i in range(0, len(inputs), batch_size)]
+            predictions = [self.average(inputs[i : i + batch_size]).argmax(-1) for i in range(0, len(inputs), batch_size)]
         return float((self._torch.cat(predictions).numpy() == np.asarray(labels)).mean())

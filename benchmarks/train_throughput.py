@@ -2,14 +2,15 @@
 
 Usage:
 
-    python -m benchmarks.train_throughput [--batch-size 128] [--steps 300] [--repeats 3] \
-        [--data-dir DIR] [--json results.json]
+    python -m benchmarks.train_throughput [--batch-sizes 32 128 512] [--images 25600] \
+        [--repeats 3] [--data-dir DIR] [--json results.json]
 
 The contenders are `benchmarks.trainers`' (the paper model as `python -m lenet_tf.train`
 compiles it, the stock-Keras LeNet through the same `model.fit` and in-memory stream, the
-PyTorch LeNet when PyTorch is installed), each in its own worker process. Measurements
-alternate between them, after one warm-up measurement each that absorbs tracing, and the
-median of the repeats is reported, so machine noise hits all sides alike. A ratio above 1
+PyTorch LeNet when PyTorch is installed), each in its own worker process, at each batch size
+(`--images` images per measurement, whatever the batch size). Measurements
+alternate between them; each times its steps after as many untimed ones in the same call
+(which absorb tracing: Keras traces again for every `fit`), and the median of the repeats is reported, so machine noise hits all sides alike. A ratio above 1
 means the paper model is faster.
 """
 
@@ -19,13 +20,16 @@ from benchmarks.trainers import add_contender_arguments
 from lenet_tf.commands import base
 
 
+THROUGHPUT_BATCH_SIZES = (32, 128, 512)
+
+
 def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
-    """Training images/s of each contender, alternating, median of `repeats`.
+    """Training images/s of each contender at one batch size, alternating, median of `repeats`.
 
     Args:
         data_dir: MNIST folder (None: `lenet_tf.data.load_mnist`'s default).
         batch_size: Images per step for every contender.
-        steps: Training steps per measurement (one more measurement warms each up).
+        steps: Training steps per measurement (each after as many untimed ones, in the same call).
         repeats: Measurements per contender.
         seed: Seed of the weights and the data order.
 
@@ -35,12 +39,11 @@ def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
     """
     from benchmarks.trainers import TrainerProcess, available_contenders
 
-    trainer_args = {"batch_size": batch_size, "total_steps": (repeats + 1) * steps, "steps_per_call": steps, "seed": seed}
+    trainer_args = {"batch_size": batch_size, "total_steps": 2 * repeats * steps, "steps_per_call": steps, "seed": seed}
     workers = {}
     try:
         for name in available_contenders():
             workers[name] = TrainerProcess(name, data_dir, **trainer_args)
-            workers[name].train(steps)  # tracing and first-call allocations
         samples = {name: [] for name in workers}
         for _ in range(repeats):
             for name, worker in workers.items():
@@ -55,6 +58,11 @@ def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
     return result
 
 
+def measure_batch_sizes(data_dir=None, batch_sizes=THROUGHPUT_BATCH_SIZES, images=25_600, repeats=3):
+    """`measure` at each batch size, with `images` images per measurement; a list of its results."""
+    return [measure(data_dir, size, max(1, images // size), repeats) for size in batch_sizes]
+
+
 MODEL_LABELS = {
     "paper": "paper LeNet-5 (lenet_tf, `model.fit`)",
     "stock": "stock-Keras LeNet (`model.fit`)",
@@ -62,13 +70,26 @@ MODEL_LABELS = {
 }
 
 
-def markdown(result):
-    """The throughput table, one row per model, with the paper model's speed ratio to each."""
-    speeds = result["images_per_second"]
-    lines = [f"| model | training images/s (batch {result['batch_size']}) | paper model / this |", "|---|---:|---:|"]
-    for name, speed in speeds.items():
-        lines.append(f"| {MODEL_LABELS[name]} | {speed:,.0f} | {speeds['paper'] / speed:.2f} |")
+def markdown(results):
+    """Images/s per model (rows) and batch size (columns), and the paper model's ratio to each."""
+    sizes = " | ".join(f"batch {result['batch_size']}" for result in results)
+    lines = [f"| training images/s | {sizes} |", "|---|" + "---:|" * len(results)]
+    for name in results[0]["images_per_second"]:
+        cells = [f"{result['images_per_second'][name]:,.0f}" for result in results]
+        lines.append(f"| {MODEL_LABELS[name]} | {' | '.join(cells)} |")
+    for name in results[0]["images_per_second"]:
+        if name != "paper":
+            ratios = [f"{result['images_per_second']['paper'] / result['images_per_second'][name]:.2f}" for result in results]
+            lines.append(f"| paper model / {name} | {' | '.join(ratios)} |")
     return "\n".join(lines)
+
+
+def add_throughput_arguments(parser):
+    """--batch-sizes and --images, for this benchmark and `benchmarks.run`."""
+    parser.add_argument("--batch-sizes", type=base.positive_int, nargs="+", default=THROUGHPUT_BATCH_SIZES,
+                        metavar="N", help="batch sizes to measure (default: 32 128 512)")  # fmt: skip
+    parser.add_argument("--images", type=base.positive_int, default=25_600, metavar="N",
+                        help="training images per measurement (default: 25600)")  # fmt: skip
 
 
 def build_parser(prog=None):
@@ -77,12 +98,11 @@ def build_parser(prog=None):
         prog=prog or "python -m benchmarks.train_throughput",
         description="Training images/s of the paper LeNet-5 vs a stock-Keras and a PyTorch LeNet, same run.",
     )
-    parser.add_argument("--steps", type=base.positive_int, default=300, metavar="N",
-                        help="training steps per measurement (default: 300)")  # fmt: skip
+    add_throughput_arguments(parser)
     parser.add_argument("--repeats", type=base.positive_int, default=3, metavar="N",
                         help="alternating measurements per model (default: 3)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
-    add_contender_arguments(parser)
+    add_contender_arguments(parser, batch_size=False)
     base.add_verbose_argument(parser)
     return parser
 
@@ -93,7 +113,7 @@ def execute(args):
     from lenet_tf.files import write_json
 
     load_mnist(args.data_dir)  # a bad folder is reported here, in one line, not by each worker
-    result = measure(args.data_dir, args.batch_size, args.steps, args.repeats)
+    result = measure_batch_sizes(args.data_dir, args.batch_sizes, args.images, args.repeats)
     print(markdown(result))
     if args.json:
         write_json(args.json, result)

@@ -3,11 +3,12 @@
 A trainer has `batch_size`, `train(steps, every=None, callback=None)` and
 `accuracy(images, labels)`; `images_per_second` times any of them:
 
-- `"paper"`: lenet_tf's paper LeNet-5, compiled as `python -m lenet_tf.train` compiles it (its
-  `TrainConfig` defaults: AdamW, weight average, MAP loss), trained with `model.fit`.
-- `"stock"`: the stock-Keras LeNet (`benchmarks.stock_lenet`) with Adam and cross-entropy,
-  through the same `model.fit`, in-memory stream and `steps_per_execution`.
-- `"torch"`: the same stock LeNet in PyTorch (`benchmarks.torch_lenet`), when installed.
+- `"paper"`: lenet_tf's paper LeNet-5, compiled as `lenet-tf train --recipe fast` compiles it
+  (AdamW, one-cycle schedule, weight average, MAP loss), trained with `model.fit`.
+- `"stock"`: the stock-Keras LeNet (`benchmarks.stock_lenet`) with the same optimizer and
+  cross-entropy, through the same `model.fit`, in-memory stream and `steps_per_execution`.
+- `"torch"`: the same stock LeNet in PyTorch (`benchmarks.torch_lenet`), the same recipe in
+  PyTorch's tools, when PyTorch is installed.
 
 `TrainerProcess` runs one trainer in a process of its own. TensorFlow's and PyTorch's thread
 pools both size themselves to every core and spin briefly when idle; in one process, each
@@ -90,19 +91,31 @@ class KerasTrainer:
 
 
 def images_per_second(trainer, steps):
-    """Training images/s of `trainer` over `steps` steps."""
-    start = time.perf_counter()
-    trainer.train(steps)
-    return steps * trainer.batch_size / (time.perf_counter() - start)
+    """Training images/s of `trainer` over `steps` steps, timed inside one `train` call.
+
+    The call runs `2 * steps` steps and times the second half: every `model.fit` call costs
+    Keras about 2 s before its first step (it traces its multi-step training function again),
+    which timing a whole call would count as training time.
+    """
+    marks = []
+
+    def mark(steps_done):
+        marks.append(time.perf_counter())
+        return False
+
+    trainer.train(2 * steps, every=steps, callback=mark)
+    return steps * trainer.batch_size / (marks[1] - marks[0])
 
 
-def add_contender_arguments(parser):
-    """Adds the flags every benchmark that trains the contenders takes: --data-dir, --batch-size."""
+def add_contender_arguments(parser, batch_size=True):
+    """Adds the flags of a benchmark that trains the contenders: --data-dir and, with
+    `batch_size`, --batch-size (one for every contender)."""
     from lenet_tf.commands import base
 
     parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR, else TFDS)")
-    parser.add_argument("--batch-size", type=base.positive_int, default=128, metavar="N",
-                        help="training images per step for every contender (default: 128)")  # fmt: skip
+    if batch_size:
+        parser.add_argument("--batch-size", type=base.positive_int, default=128, metavar="N",
+                            help="training images per step for every contender (default: 128)")  # fmt: skip
 
 
 def available_contenders():
@@ -113,40 +126,49 @@ def available_contenders():
 
 
 def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0):
-    """One freshly initialised contender.
+    """One freshly initialised contender, set up with the `fast` recipe over `total_steps`.
+
+    Every contender gets the recipe of `lenet-tf train --recipe fast` (AdamW, the one-cycle
+    learning-rate schedule, its peak and weight decay, a weight average) spanning `total_steps`,
+    each through its own library: the comparison is about the tools, not the recipe.
 
     Args:
         name: `"paper"`, `"stock"` or `"torch"`.
         x_train: uint8 `(N, 28, 28)` training pixels.
         y_train: `(N,)` digits.
         batch_size: Images per step.
-        total_steps: Steps the trainer will run in all (the paper model's learning-rate
-            schedule and weight average are set for it, as `lenet_tf.training` sets them for a run).
+        total_steps: Steps the trainer will run in all (the schedule and the average span them).
         steps_per_call: Steps each `train` call will run: the Keras models' `steps_per_execution`
             is the largest divisor of it up to the `TrainConfig` default, as in `lenet_tf.training`.
         seed: Seed of the weights and the data order.
     """
+    from lenet_tf.training.config import TrainConfig
+    from lenet_tf.training.recipes import ema_momentum, make_optimizer
+
+    # One "epoch" of `total_steps` steps: the recipe's schedule spans exactly the benchmark's steps.
+    config = TrainConfig(recipe="fast", epochs=1, batch_size=batch_size, seed=seed)
     if name == "torch":
         from benchmarks.torch_lenet import TorchTrainer
 
-        return TorchTrainer(x_train, y_train, batch_size, seed=seed)
+        return TorchTrainer(
+            x_train, y_train, batch_size, total_steps, config.initial_learning_rate(),
+            config.weight_decay, ema_momentum(total_steps), seed=seed,
+        )  # fmt: skip
     import keras
 
     from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
     from lenet_tf.data import make_dataset
     from lenet_tf.model import build_lenet5
-    from lenet_tf.training import TrainConfig
     from lenet_tf.training.recipes import compile_lenet5, effective_steps_per_execution
 
     keras.utils.set_random_seed(seed)
-    config = TrainConfig(batch_size=batch_size, seed=seed)
     steps_per_execution = effective_steps_per_execution(steps_per_call, config.steps_per_execution)
     if name == "paper":
         model = build_lenet5("paper")
         compile_lenet5(model, config, total_steps, jit_compile=False, steps_per_execution=steps_per_execution)
     elif name == "stock":
         model = build_stock_lenet()
-        compile_stock_lenet(model, steps_per_execution)
+        compile_stock_lenet(model, make_optimizer(config, total_steps), steps_per_execution)
     else:
         raise ValueError(f"`name` must be one of {CONTENDERS}. Received: name={name!r}")
     dataset = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)

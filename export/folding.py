@@ -34,6 +34,32 @@ from lenet_tf.layers import EuclideanRBF, MNISTPreprocessing, SparseConv2D, Trai
 GRAPHS = ("folded", "literal")
 
 
+class BatchReshape(keras.layers.Layer):
+    """Reshapes to `(-1, *shape)`: one reshape by a constant shape.
+
+    Keras' `Reshape` and `Flatten` read the batch size from the input at run time, which
+    TFLite turns into `SHAPE`, `STRIDED_SLICE`, `PACK` and a `RESHAPE` by a computed shape:
+    three extra operators that XNNPACK does not take, splitting its graph in two.
+
+    Args:
+        shape: The shape of one example after the reshape.
+        **kwargs: Base layer keyword arguments, such as `name`.
+    """
+
+    def __init__(self, shape, **kwargs):
+        super().__init__(**kwargs)
+        self.shape = tuple(shape)
+
+    def call(self, inputs):
+        return keras.ops.reshape(inputs, (-1, *self.shape))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.shape)
+
+    def get_config(self):
+        return {**super().get_config(), "shape": self.shape}
+
+
 def _numpy(tensor):
     return np.asarray(keras.ops.convert_to_numpy(tensor), dtype=np.float32)
 
@@ -112,12 +138,12 @@ def folded_model(model):
     input_affine = None  # the input normalisation, until C1 has folded it in
     for layer in model.layers[1:]:
         if isinstance(layer, MNISTPreprocessing):
-            x = keras.layers.Reshape((28, 28, 1), name="channel")(x)
+            x = BatchReshape((28, 28, 1), name="channel")(x)
             x = keras.layers.ZeroPadding2D(layer.padding, name=layer.name)(x)
             input_affine = ((layer.foreground - layer.background) / layer.max_value, layer.background)
             continue
         if isinstance(layer, keras.layers.Flatten):
-            x = keras.layers.Flatten(name=layer.name)(x)
+            x = BatchReshape((int(np.prod(x.shape[1:])),), name=layer.name)(x)
             continue
         if isinstance(layer, TrainableSubsampling):
             folded, weights = _subsampling(layer, amplitude)

@@ -113,16 +113,19 @@ class Runtime:
 
 
 class KerasRuntime(Runtime):
-    """A `.keras` file written by lenet-tf, through Keras (`lenet_tf.saving.load_lenet5`)."""
+    """A `.keras` file written by lenet-tf, through Keras (`lenet_tf.saving.load_lenet5`).
+
+    `also_allow` names further code-free Keras layer classes the file may hold (see `load_lenet5`).
+    """
 
     backend = "keras"
 
-    def __init__(self, path, batch_size=1024):
+    def __init__(self, path, batch_size=1024, also_allow=()):
         from lenet_tf.model import probability_model
         from lenet_tf.saving import load_lenet5
 
         super().__init__(path, batch_size)
-        self._model = probability_model(load_lenet5(path))
+        self._model = probability_model(load_lenet5(path, also_allow=also_allow))
 
     def _run(self, images):
         return np.asarray(self._model.predict_on_batch(images.astype(np.float32, copy=False)))
@@ -339,7 +342,7 @@ def _backend_of(path, backend):
     return kind
 
 
-def load_runtime(path, backend=None, batch_size=None, num_threads=None, kernels="xnnpack"):
+def load_runtime(path, backend=None, batch_size=None, num_threads=None, kernels="xnnpack", also_allow=()):
     """Opens a LeNet-5 or an exported artifact for inference.
 
     Args:
@@ -350,6 +353,8 @@ def load_runtime(path, backend=None, batch_size=None, num_threads=None, kernels=
             which loops over single images anyway).
         num_threads: CPU threads for LiteRT and onnxruntime (default: all cores).
         kernels: For LiteRT, a key of `LITERT_KERNELS` (see `LiteRTRuntime`).
+        also_allow: For a `.keras` file, further code-free Keras layer classes it may hold
+            (`lenet_tf.saving.load_lenet5`'s; the benchmarks' stock LeNet needs one).
 
     Returns:
         A `Runtime`.
@@ -373,7 +378,9 @@ def load_runtime(path, backend=None, batch_size=None, num_threads=None, kernels=
         return LiteRTRuntime(path, num_threads=num_threads, kernels=kernels, **sizes)
     if kind == "onnxruntime":
         return OnnxRuntime(path, num_threads=num_threads, **sizes)
-    runtime_class = {"keras": KerasRuntime, "tensorflow": SavedModelRuntime, "tflm": MicroRuntime}[kind]
+    if kind == "keras":
+        return KerasRuntime(path, also_allow=also_allow, **sizes)
+    runtime_class = {"tensorflow": SavedModelRuntime, "tflm": MicroRuntime}[kind]
     return runtime_class(path, **sizes)
 
 

@@ -5,6 +5,7 @@ import keras
 from lenet_tf.activations import scaled_tanh
 from lenet_tf.initializers import FanInUniform
 from lenet_tf.layers import (
+    BlockConv2D,
     DistancePosterior,
     EuclideanRBF,
     MNISTPreprocessing,
@@ -60,9 +61,7 @@ def build_lenet5(variant="paper", trainable_centers=False, name=None):
     inputs = keras.Input(shape=(28, 28), name="image")
     x = MNISTPreprocessing(name="preprocess")(inputs)
     if variant == "paper":
-        x = keras.layers.Conv2D(
-            6, 5, activation=scaled_tanh, kernel_initializer=FanInUniform(), name="C1"
-        )(x)
+        x = BlockConv2D(6, 5, activation=scaled_tanh, kernel_initializer=FanInUniform(), name="C1")(x)
         x = TrainableSubsampling(2, name="S2")(x)
         x = SparseConv2D(5, activation=scaled_tanh, name="C3")(x)
         x = TrainableSubsampling(2, name="S4")(x)
@@ -75,7 +74,7 @@ def build_lenet5(variant="paper", trainable_centers=False, name=None):
         )(x)
         outputs = EuclideanRBF(10, trainable_centers=trainable_centers, name="OUTPUT")(x)
     else:
-        x = keras.layers.Conv2D(6, 5, activation="relu", name="C1")(x)
+        x = BlockConv2D(6, 5, activation="relu", name="C1")(x)
         x = keras.layers.MaxPooling2D(2, name="S2")(x)
         x = keras.layers.Conv2D(16, 5, activation="relu", name="C3")(x)
         x = keras.layers.MaxPooling2D(2, name="S4")(x)

@@ -31,6 +31,7 @@ LENET5_LAYER_CLASSES = frozenset(
         "InputLayer",
         "MNISTPreprocessing",
         "Conv2D",
+        "BlockConv2D",
         "TrainableSubsampling",
         "SparseConv2D",
         "MaxPooling2D",

@@ -209,11 +209,14 @@ def test_train_flags_are_the_config_fields_with_their_defaults():
     from lenet_tf.training import TrainConfig
 
     parser = train.build_parser()
-    assert vars(parser.parse_args([])) == dataclasses.asdict(TrainConfig())
+    assert TrainConfig(**vars(parser.parse_args([]))) == TrainConfig()
+    fast = parser.parse_args(["--recipe", "fast", "--epochs", "3"])
+    assert TrainConfig(**vars(fast)) == TrainConfig(recipe="fast", epochs=3)
     help_text = parser.format_help()
     for field in dataclasses.fields(TrainConfig):
         assert base.flag_name(field.name, train.FLAGS) in help_text, field.name
     assert "--lr LEARNING_RATE" in help_text and "adamw: Adam with decoupled weight decay" in help_text
+    assert "(default: 20 with recipe paper-schedule, 6 with fast)" in " ".join(help_text.split())
 
 
 def test_train_boolean_flags_can_be_turned_off_whatever_the_defaults():

@@ -257,6 +257,8 @@ def test_tflite_uses_builtin_operators_only_and_c3_is_one_convolution(quantizati
     assert ops.count("CONV_2D") == 3
     assert not {"SPLIT", "SPLIT_V", "CONCATENATION", "GATHER"} & set(ops)
     assert "SOFTMAX" in ops and "FULLY_CONNECTED" in ops
+    # Both reshapes by a constant shape: no batch size computed at run time (XNNPACK takes all).
+    assert ops.count("RESHAPE") == 2 and not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(ops)
 
 
 def test_int8_operators_all_have_int8_kernels_in_tflite_micro(exported):

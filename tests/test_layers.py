@@ -212,3 +212,54 @@ def test_prototype_bitmaps_are_transcribed_from_figure_3():
 def test_rbf_config_round_trip():
     x = np.random.default_rng(5).normal(size=(2, 84)).astype("float32")
     _config_round_trip(EuclideanRBF(10, trainable_centers=True), x)
+
+
+def _conv_outputs_and_kernel_gradients(layer, inputs):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        outputs = layer(inputs)
+        loss = keras.ops.sum(outputs * outputs)
+    return outputs.numpy(), [gradient.numpy() for gradient in tape.gradient(loss, layer.trainable_weights)]
+
+
+@pytest.mark.parametrize(
+    "input_shape, filters, kernel_size",
+    [((3, 32, 32, 1), 6, 5), ((2, 14, 14, 6), 16, 5), ((2, 8, 12, 2), 3, 3), ((1, 10, 10, 1), 2, (3, 5))],
+)
+def test_block_conv_gives_conv2d_outputs_and_gradients(input_shape, filters, kernel_size):
+    from lenet_tf.layers import BlockConv2D
+
+    inputs = np.random.default_rng(6).normal(size=input_shape).astype("float32")
+    blocks = BlockConv2D(filters, kernel_size, activation=scaled_tanh)
+    plain = keras.layers.Conv2D(filters, kernel_size, activation=scaled_tanh)
+    blocks.build(input_shape), plain.build(input_shape)
+    blocks.set_weights([weight + 0.1 for weight in blocks.get_weights()])  # a bias that is not 0
+    plain.set_weights(blocks.get_weights())
+    assert blocks._blocks_apply(input_shape)
+    expected, expected_gradients = _conv_outputs_and_kernel_gradients(plain, inputs)
+    outputs, gradients = _conv_outputs_and_kernel_gradients(blocks, inputs)
+    np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
+    for gradient, expected_gradient in zip(gradients, expected_gradients):
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("input_shape, options", [((1, 9, 9, 1), {}), ((1, 8, 8, 1), {"strides": 2}),
+                                                  ((1, 8, 8, 1), {"padding": "same"}), ((1, 8, 8, 1), {"kernel_size": 4})])  # fmt: skip
+def test_block_conv_falls_back_to_conv2d_where_blocks_do_not_fit(input_shape, options):
+    from lenet_tf.layers import BlockConv2D
+
+    options = {"kernel_size": 3, **options}
+    blocks, plain = BlockConv2D(2, **options), keras.layers.Conv2D(2, **options)
+    inputs = np.random.default_rng(7).normal(size=input_shape).astype("float32")
+    blocks.build(input_shape), plain.build(input_shape)
+    plain.set_weights(blocks.get_weights())
+    assert not blocks._blocks_apply(input_shape)
+    np.testing.assert_allclose(blocks(inputs), plain(inputs), rtol=1e-6, atol=1e-6)
+
+
+def test_block_conv_config_round_trip_is_a_conv2d():
+    from lenet_tf.layers import BlockConv2D
+
+    clone = _config_round_trip(BlockConv2D(6, 5, activation=scaled_tanh), np.ones((1, 32, 32, 1), "float32"))
+    assert isinstance(clone, BlockConv2D) and isinstance(clone, keras.layers.Conv2D)

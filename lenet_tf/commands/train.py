@@ -1,6 +1,7 @@
 """`lenet-tf train` / `python -m lenet_tf.train`: train LeNet-5 on MNIST into a run folder.
 
     python -m lenet_tf.train --out runs/paper              # the paper's network, 20 epochs
+    python -m lenet_tf.train --recipe fast --out runs/fast # 6 epochs, one-cycle schedule
     python -m lenet_tf.train --out runs/paper-distort --distort
     python -m lenet_tf.train --variant modern --out runs/modern
 
@@ -16,7 +17,7 @@ import sys
 
 from lenet_tf.commands import base
 from lenet_tf.errors import RunFolderError
-from lenet_tf.training.config import TrainConfig
+from lenet_tf.training.config import RECIPES, TrainConfig
 
 # Settings whose flag is not `--` + the dashed field name.
 FLAGS = {"learning_rate": "--lr"}
@@ -56,7 +57,9 @@ def _argument(field):
         # A bare `--verbose` is True: dependency logs on (`base.wants_dependency_logs`).
         return {**options, "nargs": "?", "const": True, "choices": metadata["choices"], "type": _progress,
                 "help": VERBOSE_HELP}  # fmt: skip
-    if isinstance(field.default, bool):
+    if field.name in RECIPE_SETTINGS:
+        options["help"] += " " + _recipe_defaults(field.name)
+    if metadata["boolean"]:
         return {**options, "action": argparse.BooleanOptionalAction}
     if metadata["choices"]:
         return {**options, "choices": metadata["choices"]}
@@ -64,6 +67,21 @@ def _argument(field):
         check = metadata["check"]
         return {**options, "type": base.number_type(metadata["number"], check.accept, check.description)}
     return options
+
+
+RECIPE_SETTINGS = frozenset(name for recipe in RECIPES.values() for name in recipe)
+
+
+def _recipe_defaults(name):
+    """`(default: 20 with recipe paper-schedule, 6 with fast)`, from `RECIPES`."""
+    values = [f"{_spelled(recipe[name])} with {label}" for label, recipe in RECIPES.items()]
+    return f"(default: {values[0].replace(' with ', ' with recipe ')}, {', '.join(values[1:])})"
+
+
+def _spelled(value):
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def _progress(text):

@@ -1,5 +1,6 @@
 """Keras layers of LeNet-5 (LeCun et al., 1998)."""
 
+from lenet_tf.layers.block_conv import BlockConv2D
 from lenet_tf.layers.posterior import DistancePosterior
 from lenet_tf.layers.preprocessing import MNISTPreprocessing
 from lenet_tf.layers.rbf import EuclideanRBF, PaperPrototypes
@@ -7,6 +8,7 @@ from lenet_tf.layers.sparse_conv import LENET5_C3_INPUTS, SparseConv2D, lenet5_c
 from lenet_tf.layers.subsampling import TrainableSubsampling
 
 __all__ = [
+    "BlockConv2D",
     "DistancePosterior",
     "EuclideanRBF",
     "LENET5_C3_INPUTS",

@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from lenet_tf.layers import EuclideanRBF, SparseConv2D, TrainableSubsampling
+from lenet_tf.layers import BlockConv2D, EuclideanRBF, SparseConv2D, TrainableSubsampling
 from lenet_tf.losses import MAPLoss
 
 PAPER_MU = 0.02
@@ -145,7 +145,7 @@ def _is_weighted(layer):
     """Whether `layer` is a weighted sum + bias + elementwise activation we have a rule for."""
     if isinstance(layer, (TrainableSubsampling, SparseConv2D, keras.layers.Dense)):
         return True
-    if type(layer) is keras.layers.Conv2D:
+    if type(layer) in (keras.layers.Conv2D, BlockConv2D):
         return layer.groups == 1 and layer.data_format == "channels_last"
     return False
 
@@ -176,10 +176,7 @@ def _pre_activation(layer, inputs, weights):
     elif isinstance(layer, keras.layers.Dense):
         outputs = ops.matmul(inputs, kernel)
     else:
-        outputs = ops.conv(
-            inputs, kernel, strides=layer.strides, padding=layer.padding,
-            dilation_rate=layer.dilation_rate,
-        )  # fmt: skip
+        outputs = layer.convolution_op(inputs, kernel)
     return outputs + bias[0] if bias else outputs
 
 
