@@ -186,4 +186,26 @@ def inference_model(model, graph="folded"):
         raise ValueError(f"`graph` must be one of {GRAPHS}. Received: graph={graph!r}")
     if graph == "folded" and model_variant(model) == "paper":
         return folded_model(model)
-    return probability_model(model)
+    return probability_model(plain_convolutions(model))
+
+
+def plain_convolutions(model):
+    """`model` with each `BlockConv2D` as the plain `Conv2D` it computes, and the same weights.
+
+    `BlockConv2D`'s 2x2-block rearrangement speeds up training in TensorFlow, but exported it
+    would be six-dimensional reshapes and transposes around the convolution: more operators
+    for every runtime, and ones TensorFlow Lite Micro cannot allocate in int8.
+    """
+    from lenet_tf.layers import BlockConv2D
+
+    if not any(isinstance(layer, BlockConv2D) for layer in model.layers):
+        return model
+
+    def plain(layer):
+        if isinstance(layer, BlockConv2D):
+            return keras.layers.Conv2D.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=plain)
+    clone.set_weights(model.get_weights())
+    return clone
