@@ -174,8 +174,9 @@ def inference_model(model, graph="folded"):
     Args:
         model: A LeNet-5 (either variant).
         graph: `"folded"`: the paper variant through `folded_model` (the modern variant is
-            already made of standard layers and is only wrapped); `"literal"`: the layers as
-            trained, through `lenet_tf.model.probability_model`.
+            made of standard layers and is only wrapped); `"literal"`: the layers as trained,
+            through `lenet_tf.model.probability_model`. Either way C1 is exported as the plain
+            `Conv2D` it computes (`plain_convolutions`).
 
     Returns:
         A `keras.Model`.
