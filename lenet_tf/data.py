@@ -2,7 +2,8 @@
 
 Images stay raw (uint8 0-255 in memory, float32 0-255 in the stream): the model pads and
 normalises them itself, so training, evaluation and every exported artifact share one input
-contract.
+contract. Reading the IDX files needs only NumPy (TensorFlow is imported by the stream), so
+`load_mnist` also serves training on Keras's other backends (JAX: `docs/training.md#gpu`).
 """
 
 import functools
@@ -16,7 +17,6 @@ import urllib.parse
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
 from lenet_tf.errors import MNISTDataError, first_line
 
@@ -304,6 +304,7 @@ def _affine_distort(images, seed):
     Returns:
         The distorted images, same shape, clipped to 0-255.
     """
+    import tensorflow as tf
     batch = tf.shape(images)[0]
 
     def uniform(index, low, high):
@@ -370,6 +371,8 @@ def make_dataset(
             `distort=True` without `shuffle=True`, or a training epoch would hold no batch
             (the infinite stream would then never yield).
     """
+    import tensorflow as tf  # here, not at the top: `load_mnist` works without TensorFlow
+
     images, labels = np.asarray(images), np.asarray(labels)
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -415,6 +418,7 @@ def _seeded_index_batches(count, batch_size, seed, first_epoch, drop_remainder):
     own seed, `(seed, e, batch index)` folded together, so its distortions do not depend on
     what ran before it.
     """
+    import tensorflow as tf
 
     def epoch_index_batches(epoch):
         epoch_seed = tf.stack([tf.constant(seed, tf.int64), epoch])

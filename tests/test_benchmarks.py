@@ -5,10 +5,15 @@ them. These tests pin down how the figures are taken: checks are not counted as 
 a run stops at the first check at the target, workers run real models and report failures.
 """
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from conftest import REPO, assert_one_line_error, command_env, run_cli
 
-from benchmarks import time_to_accuracy, trainers
+from benchmarks import accelerator, time_to_accuracy, trainers
 
 
 class ScriptedTrainer:
@@ -137,3 +142,31 @@ def test_torch_contender_follows_the_keras_onecycle_schedule():
     peak = config.initial_learning_rate()
     for step in (0, 30, 60, 61, 150, 299, 300):
         assert peak * torch_lenet.onecycle_factor(step, 300) == pytest.approx(float(keras_schedule(step)), rel=1e-5, abs=1e-9)
+
+
+# Runs `benchmarks.accelerator` with every TensorFlow import failing, as on a machine without it.
+WITHOUT_TENSORFLOW = (
+    "import sys; sys.modules['tensorflow'] = None; from benchmarks import accelerator; accelerator.main(sys.argv[1:])"
+)
+
+
+def test_accelerator_trains_on_jax_without_tensorflow_with_fit_and_with_scan(mnist_dir, tmp_path):
+    pytest.importorskip("jax")
+    results = tmp_path / "runs.json"
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, "--data-dir", str(mnist_dir), "--recipes", "fast",
+         "--precisions", "float32", "--loops", "fit", "scan", "--epochs", "1", "--train-limit", "3840",
+         "--json", str(results)],
+        cwd=REPO, env={**command_env(), "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(results.read_text())
+    assert result["device"].startswith("keras ") and " jax " in result["device"]
+    assert [run["loop"] for run in result["runs"]] == ["fit", "scan"]
+    for run in result["runs"]:  # untrained: about 90% error
+        assert run["test_error"] < 0.5, run
+
+
+def test_accelerator_refuses_scan_outside_jax_in_one_line(mnist_dir, capsys):
+    status, _, err = run_cli(accelerator.main, ["--data-dir", mnist_dir, "--loops", "scan"], capsys)
+    assert_one_line_error(status, err, "--loops", "needs the JAX backend")

@@ -18,7 +18,6 @@ import keras
 from lenet_tf.losses import MAPLoss
 from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import model_variant
-from lenet_tf.training import sdlm
 
 # The paper's global learning rate per pass (section III.B), as multiples of its first value
 # 0.0005: passes 1-2, 3-5, 6-8, 9-12, then 13 on.
@@ -93,6 +92,8 @@ def make_optimizer(config, steps_per_epoch):
         paper's per-pass schedule; its Hessian diagonal comes from `sdlm.HessianRefresh`).
     """
     if config.optimizer == "sdlm":
+        from lenet_tf.training import sdlm  # TensorFlow's; the other optimizers run on any Keras backend
+
         schedule = sdlm.paper_eta_schedule(steps_per_epoch, config.batch_size, config.initial_learning_rate())
         return sdlm.SDLM(schedule, mu=sdlm.PAPER_MU)
     learning_rate = learning_rate_schedule(config, steps_per_epoch)
