@@ -26,7 +26,7 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LOOPS = ("fit", "scan")
 
 
-def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="fit"):
+def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="fit", **settings):
     """Trains a paper LeNet-5 with `recipe` on `data` and measures it.
 
     Args:
@@ -37,6 +37,7 @@ def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="f
         seed: Seed of the weights and of the batch order.
         loop: `"fit"` (`model.fit`) or `"scan"` (JAX only: each epoch one compiled program,
             see `_fit_with_scan`).
+        **settings: Other `TrainConfig` settings, over the recipe's (`learning_rate=5e-3`).
 
     Returns:
         A dict: `recipe`, `precision`, `loop`, `epochs`, `batch_size`, `fit_seconds`,
@@ -51,7 +52,7 @@ def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="f
     from lenet_tf.training.recipes import compile_lenet5
 
     (x_train, y_train), (x_test, y_test) = data
-    config = TrainConfig(recipe=recipe, epochs=epochs, seed=seed)
+    config = TrainConfig(recipe=recipe, epochs=epochs, seed=seed, **settings)
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(precision)
@@ -70,7 +71,7 @@ def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="f
     epoch_seconds = [end - begin for begin, end in zip([start, *ends], ends)]
     steady = epoch_seconds[1:] or epoch_seconds
     return {
-        "recipe": recipe, "precision": precision, "loop": loop, "seed": seed, "epochs": config.epochs,
+        "recipe": recipe, "settings": settings, "precision": precision, "loop": loop, "seed": seed, "epochs": config.epochs,
         "batch_size": config.batch_size, "fit_seconds": round(fit_seconds, 2),
         "epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds],
         "images_per_second": round(images_per_epoch * len(steady) / sum(steady)),

@@ -2,7 +2,7 @@
 
 Usage:
 
-    python -m benchmarks.time_to_accuracy [--batch-size 128] [--epochs 6] \
+    python -m benchmarks.time_to_accuracy [--batch-size 64] [--epochs 6] \
         [--checks-per-epoch 2] [--data-dir DIR] [--json results.json]
 
 Each contender of `benchmarks.trainers` (the paper model, the stock-Keras LeNet, the PyTorch
@@ -59,13 +59,13 @@ def time_to_accuracy(trainer, x_test, y_test, targets, checks, steps_per_check):
     return {"targets": reached, "curve": curve}
 
 
-def measure(data_dir=None, targets=TARGETS, batch_size=128, epochs=6, checks_per_epoch=2, seed=0, save_dir=None):
+def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_per_epoch=2, seed=0, save_dir=None):
     """Time to each of `targets` for each contender, from fresh weights, one at a time.
 
     Args:
         data_dir: MNIST folder (None: `lenet_tf.data.load_mnist`'s default).
         targets: Test accuracies to reach, fractions.
-        batch_size: Images per step for every contender.
+        batch_size: Images per step for every contender; defaults to the `fast` recipe's.
         epochs: Most epochs per contender; the recipe's schedule spans them.
         checks_per_epoch: Test-accuracy checks per epoch.
         seed: Seed of the weights and the data order.
@@ -77,8 +77,10 @@ def measure(data_dir=None, targets=TARGETS, batch_size=128, epochs=6, checks_per
     """
     import pathlib
 
-    from benchmarks.trainers import TrainerProcess, available_contenders
+    from benchmarks.trainers import FAST_BATCH_SIZE, TrainerProcess, available_contenders
     from lenet_tf.data import load_mnist, steps_per_epoch
+
+    batch_size = batch_size or FAST_BATCH_SIZE
 
     (_, y_train), _ = load_mnist(data_dir)
     steps_per_check = steps_per_epoch(len(y_train), batch_size) // checks_per_epoch

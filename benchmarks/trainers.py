@@ -19,7 +19,11 @@ requests, so the benchmarks can alternate between contenders and each runs alone
 import multiprocessing
 import time
 
+from lenet_tf.training.config import RECIPES
+
 CONTENDERS = ("paper", "stock", "torch")
+# Every contender trains with the `fast` recipe, at its batch size unless a benchmark says otherwise.
+FAST_BATCH_SIZE = RECIPES["fast"]["batch_size"]
 
 
 class KerasTrainer:
@@ -114,8 +118,9 @@ def add_contender_arguments(parser, batch_size=True):
 
     parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR, else TFDS)")
     if batch_size:
-        parser.add_argument("--batch-size", type=base.positive_int, default=128, metavar="N",
-                            help="training images per step for every contender (default: 128)")  # fmt: skip
+        parser.add_argument("--batch-size", type=base.positive_int, default=FAST_BATCH_SIZE, metavar="N",
+                            help=f"training images per step for every contender (default: {FAST_BATCH_SIZE}, "
+                                 "the fast recipe's)")  # fmt: skip
 
 
 def available_contenders():

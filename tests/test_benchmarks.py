@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, command_env, run_cli
 
-from benchmarks import accelerator, time_to_accuracy, trainers
+from benchmarks import accelerator, recipe_sweep, time_to_accuracy, trainers
 
 
 class ScriptedTrainer:
@@ -170,3 +170,11 @@ def test_accelerator_trains_on_jax_without_tensorflow_with_fit_and_with_scan(mni
 def test_accelerator_refuses_scan_outside_jax_in_one_line(mnist_dir, capsys):
     status, _, err = run_cli(accelerator.main, ["--data-dir", mnist_dir, "--loops", "scan"], capsys)
     assert_one_line_error(status, err, "--loops", "needs the JAX backend")
+
+
+def test_recipe_sweep_starts_no_run_after_its_budget(mnist_dir, tmp_path, capsys):
+    out = tmp_path / "sweep.jsonl"
+    status, printed, _ = run_cli(recipe_sweep.main, ["--data-dir", mnist_dir, "--out", out, "--budget-seconds", "1e-9"], capsys)
+    assert status == 0
+    assert "budget spent" in printed
+    assert out.read_text() == ""

@@ -330,7 +330,7 @@ def test_a_recipe_sets_what_is_not_given_and_nothing_else():
         config = TrainConfig(recipe=name)
         assert {setting: getattr(config, setting) for setting in recipe} == recipe
     fast = TrainConfig(recipe="fast", epochs=2, ema=False)
-    assert (fast.epochs, fast.ema, fast.batch_size, fast.schedule) == (2, False, 128, "onecycle")
+    assert (fast.epochs, fast.ema, fast.batch_size, fast.schedule) == (2, False, 64, "onecycle")
     # Another optimizer gets its own default learning rate, not the recipe's AdamW one.
     assert TrainConfig(recipe="fast", optimizer="sgd").initial_learning_rate() == 2e-3
     assert TrainConfig(recipe="fast", optimizer="sdlm", batch_size=1).initial_learning_rate() == 5e-5
@@ -363,9 +363,9 @@ def test_two_epochs_of_the_fast_recipe_on_a_fifth_of_mnist_beat_a_low_bar(mnist_
     config = TrainConfig(recipe="fast", epochs=2, train_limit=12_800, data_dir=str(mnist_dir), out=str(tmp_path),
                          verbose=0, validation=False, seed=0)  # fmt: skip
     metrics = train(config)
-    # 200 steps: 91.1% on the full test set; a broken layer, loss or schedule stays far below.
-    assert metrics["test_accuracy"] >= 0.88, metrics
-    assert metrics["config"]["recipe"] == "fast" and metrics["config"]["batch_size"] == 128
+    # 400 steps: 95.4% on the full test set; a broken layer, loss or schedule stays far below.
+    assert metrics["test_accuracy"] >= 0.92, metrics
+    assert metrics["config"]["recipe"] == "fast" and metrics["config"]["batch_size"] == 64
 
 
 def test_resuming_needs_the_settings_that_shape_the_weights_only():

@@ -1,0 +1,76 @@
+"""Variants of the `fast` recipe, three seeds each, trained on an accelerator: test error per run.
+
+Usage:
+
+    KERAS_BACKEND=jax python -m benchmarks.recipe_sweep --data-dir ../shared/data/mnist \
+        --out sweep.jsonl [--budget-seconds 270]
+
+Each variant overrides some of the recipe's settings (`benchmarks.accelerator.train_recipe`
+with the `scan` loop: a 6-epoch run takes 2-7 s on an H200, so a whole sweep fits in minutes).
+One JSON line per run is appended to `--out` as soon as it ends; no run starts after
+`--budget-seconds`. `docs/training.md#recipes` has the table this produced and how its best
+variants did with `lenet-tf train` on the CPU.
+"""
+
+import json
+import time
+
+from lenet_tf.commands import base
+
+# Settings over the `fast` recipe's (6 epochs, batch 128, AdamW peak 1e-2, weight decay 0.05).
+SIX_EPOCH_VARIANTS = (
+    {}, {"weight_decay": 0.1},
+    {"batch_size": 64, "learning_rate": 5e-3}, {"batch_size": 64, "learning_rate": 5e-3, "weight_decay": 0.1},
+    {"learning_rate": 1.5e-2, "weight_decay": 0.1}, {"learning_rate": 7e-3, "weight_decay": 0.1},
+    {"weight_decay": 0.2}, {"batch_size": 64, "learning_rate": 8e-3, "weight_decay": 0.1},
+    {"batch_size": 64, "learning_rate": 3e-3}, {"ema": False}, {"map_j": 2.0}, {"map_j": 0.5},
+    {"schedule": "cosine", "weight_decay": 0.1}, {"batch_size": 256, "learning_rate": 2e-2, "weight_decay": 0.1},
+    {"batch_size": 32, "learning_rate": 3e-3}, {"batch_size": 64, "learning_rate": 5e-3, "weight_decay": 0.2},
+)  # fmt: skip
+TWO_EPOCH_VARIANTS = (
+    {"batch_size": 32, "learning_rate": 8e-3, "weight_decay": 0.1},
+    {"batch_size": 32, "learning_rate": 1.2e-2, "weight_decay": 0.1},
+    {"batch_size": 16, "learning_rate": 4e-3, "weight_decay": 0.1},
+)
+SEEDS = (0, 1, 2)
+
+
+def runs():
+    """`(settings, epochs, seed)` in the order they run: every seed of a variant together."""
+    six = [(settings, 6, seed) for settings in SIX_EPOCH_VARIANTS for seed in SEEDS]
+    return six + [(settings, 2, 0) for settings in TWO_EPOCH_VARIANTS]
+
+
+def build_parser(prog=None):
+    parser = base.ArgumentParser(prog=prog, description="Trains variants of the fast recipe; test error per run.")
+    base.add_data_dir_argument(parser)
+    parser.add_argument("--out", required=True, help="JSON-lines file the runs are appended to")
+    parser.add_argument("--budget-seconds", type=base.number_type(float, lambda s: s > 0, "a positive number"),
+                        default=float("inf"), help="start no run after this many seconds")  # fmt: skip
+    parser.add_argument("--loop", choices=("fit", "scan"), default="scan")
+    base.add_verbose_argument(parser)
+    return parser
+
+
+def execute(args):
+    from benchmarks.accelerator import train_recipe
+    from lenet_tf.data import load_mnist
+
+    start, data = time.perf_counter(), load_mnist(args.data_dir)
+    with open(args.out, "a") as out:
+        for settings, epochs, seed in runs():
+            if time.perf_counter() - start > args.budget_seconds:
+                print("budget spent: later runs skipped")
+                break
+            run = train_recipe("fast", data, "float32", epochs, seed, args.loop, **settings)
+            out.write(json.dumps(run) + "\n")
+            out.flush()
+            print(f"{epochs} epochs, seed {seed}, {settings}: {100 * run['test_error']:.2f}%", flush=True)
+
+
+def main(argv=None, prog=None):
+    return base.run(build_parser, execute, argv, prog)
+
+
+if __name__ == "__main__":
+    main()
