@@ -40,7 +40,7 @@ def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="f
         **settings: Other `TrainConfig` settings, over the recipe's (`learning_rate=5e-3`).
 
     Returns:
-        A dict: `recipe`, `precision`, `loop`, `epochs`, `batch_size`, `fit_seconds`,
+        A dict: `recipe`, `settings`, `precision`, `loop`, `seed`, `epochs`, `batch_size`, `fit_seconds`,
         `epoch_seconds` (each epoch's), `images_per_second` (epochs after the first, or the
         only one), `test_error`.
     """
@@ -71,8 +71,8 @@ def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="f
     epoch_seconds = [end - begin for begin, end in zip([start, *ends], ends)]
     steady = epoch_seconds[1:] or epoch_seconds
     return {
-        "recipe": recipe, "settings": settings, "precision": precision, "loop": loop, "seed": seed, "epochs": config.epochs,
-        "batch_size": config.batch_size, "fit_seconds": round(fit_seconds, 2),
+        "recipe": recipe, "settings": settings, "precision": precision, "loop": loop, "seed": seed,
+        "epochs": config.epochs, "batch_size": config.batch_size, "fit_seconds": round(fit_seconds, 2),
         "epoch_seconds": [round(seconds, 3) for seconds in epoch_seconds],
         "images_per_second": round(images_per_epoch * len(steady) / sum(steady)),
         "test_error": round(1.0 - float(test["accuracy"]), 5),
@@ -176,26 +176,33 @@ def build_parser(prog=None):
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=["float32", "mixed_float16"])
     parser.add_argument("--loops", nargs="+", choices=LOOPS, default=["fit"],
                         help="fit: model.fit; scan: each epoch one compiled call (JAX only)")  # fmt: skip
-    parser.add_argument("--epochs", type=base.number_type(int, lambda n: n >= 1, "a positive integer"),
-                        help="passes per run (default: each recipe's)")  # fmt: skip
-    parser.add_argument("--train-limit", type=base.number_type(int, lambda n: n >= 1, "a positive integer"),
-                        help="train on the first N training images only")  # fmt: skip
-    parser.add_argument("--seed", type=base.number_type(int, lambda n: 0 <= n < 2**32, "an integer in [0, 2**32)"),
-                        default=0, help="seed of the weights and the batch order (default: 0)")  # fmt: skip
+    parser.add_argument("--epochs", type=base.positive_int, help="passes per run (default: each recipe's)")
+    parser.add_argument("--train-limit", type=base.positive_int, help="train on the first N training images only")
+    parser.add_argument("--seed", type=base.seed, default=0,
+                        help="seed of the weights and the batch order (default: 0)")  # fmt: skip
     parser.add_argument("--json", help="also write every figure to this JSON file")
     base.add_verbose_argument(parser)
     return parser
 
 
-def execute(args):
+def check_loops_backend(loops, setting):
+    """Raises `SettingError(setting)` if `loops` holds `"scan"` and Keras's backend is not JAX.
+
+    A command calls it before loading anything, so that the error comes at once, in one line.
+    """
     import keras
 
-    from lenet_tf.data import load_mnist
     from lenet_tf.errors import SettingError
+
+    if "scan" in loops and keras.backend.backend() != "jax":
+        raise SettingError(setting, f"scan needs the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()}")
+
+
+def execute(args):
+    from lenet_tf.data import load_mnist
     from lenet_tf.files import write_json
 
-    if "scan" in args.loops and keras.backend.backend() != "jax":
-        raise SettingError("loops", f"scan needs the JAX backend (KERAS_BACKEND=jax), not {keras.backend.backend()}")
+    check_loops_backend(args.loops, "loops")
 
     (x_train, y_train), test = load_mnist(args.data_dir)
     data = ((x_train[: args.train_limit], y_train[: args.train_limit]), test)
@@ -204,7 +211,7 @@ def execute(args):
         for precision in args.precisions:
             for loop in args.loops:
                 results.append(train_recipe(recipe, data, precision, args.epochs, args.seed, loop))
-            print(markdown(device, results[-1:]).splitlines()[-1], flush=True)
+                print(markdown(device, results[-1:]).splitlines()[-1], flush=True)
     print(markdown(device, results))
     if args.json:
         write_json(args.json, {"device": device, "runs": results})

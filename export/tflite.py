@@ -42,10 +42,10 @@ from export import cli
 from export.contract import IMAGE_SIZE, PRECISION, QUANTIZATIONS
 
 # Operators with int8 kernels in TensorFlow Lite Micro (SHAPE, STRIDED_SLICE and PACK handle
-# the int32 shape of a dynamic-batch reshape, as in the literal graph). SQUARE, EXP, NEG and RSQRT are float-only
-# there, which is why the RBF layer uses MUL/SUM/FULLY_CONNECTED and the posterior a MUL by -1
-# (the literal graph); the folded graph needs only CONV_2D, DEPTHWISE_CONV_2D, TANH,
-# FULLY_CONNECTED and SOFTMAX besides its two RESHAPEs.
+# the int32 shape of a dynamic-batch reshape, as in the literal graph). SQUARE, EXP, NEG and
+# RSQRT are float-only there, which is why the RBF layer uses MUL/SUM/FULLY_CONNECTED and the
+# posterior a MUL by -1 (the literal graph); the folded graph needs only CONV_2D,
+# DEPTHWISE_CONV_2D, TANH, FULLY_CONNECTED and SOFTMAX besides its two RESHAPEs.
 TFLM_INT8_OPERATORS = frozenset(
     {
         "ADD", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D",

@@ -305,6 +305,7 @@ def _affine_distort(images, seed):
         The distorted images, same shape, clipped to 0-255.
     """
     import tensorflow as tf
+
     batch = tf.shape(images)[0]
 
     def uniform(index, low, high):

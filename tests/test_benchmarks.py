@@ -172,9 +172,21 @@ def test_accelerator_refuses_scan_outside_jax_in_one_line(mnist_dir, capsys):
     assert_one_line_error(status, err, "--loops", "needs the JAX backend")
 
 
-def test_recipe_sweep_starts_no_run_after_its_budget(mnist_dir, tmp_path, capsys):
+def test_recipe_sweep_refuses_scan_outside_jax_in_one_line(mnist_dir, tmp_path, capsys):
     out = tmp_path / "sweep.jsonl"
-    status, printed, _ = run_cli(recipe_sweep.main, ["--data-dir", mnist_dir, "--out", out, "--budget-seconds", "1e-9"], capsys)
+    status, _, err = run_cli(recipe_sweep.main, ["--data-dir", mnist_dir, "--out", out], capsys)
+    assert_one_line_error(status, err, "--loop", "needs the JAX backend")
+    assert not out.exists()
+
+
+def test_recipe_sweep_starts_no_run_after_its_budget(mnist_dir, tmp_path, capsys, monkeypatch):
+    def no_run(*args, **kwargs):
+        raise AssertionError("a run started after the budget was spent")
+
+    monkeypatch.setattr(recipe_sweep, "train_recipe", no_run)
+    out = tmp_path / "sweep.jsonl"
+    argv = ["--data-dir", mnist_dir, "--out", out, "--loop", "fit", "--budget-seconds", "1e-9"]
+    status, printed, _ = run_cli(recipe_sweep.main, argv, capsys)
     assert status == 0
     assert "budget spent" in printed
     assert out.read_text() == ""
