@@ -132,17 +132,27 @@ def mnist(mnist_dir):
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory, mnist_dir):
+def trained_run(tmp_path_factory, mnist_dir, worker_id):
     """A paper-variant run folder: one epoch of `lenet_tf.training.train` with its defaults.
 
     About 98% test accuracy, enough to tell a working model (or export) from a broken one;
-    shared by every test that needs a trained `model.keras`.
+    shared by every test that needs a trained `model.keras`. Under pytest-xdist the workers
+    share one run: the first to need it trains it in the session's common temporary folder
+    while the others wait on its lock, then read it.
     """
+    import json
+
+    from filelock import FileLock
+
     from lenet_tf.training import TrainConfig, train
 
-    out = tmp_path_factory.mktemp("run")
-    metrics = train(TrainConfig(epochs=1, data_dir=str(mnist_dir), out=str(out), verbose=0))
-    return out, metrics
+    # Under xdist each worker's temporary folder is inside one of the session's own.
+    shared = tmp_path_factory.mktemp("shared") if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    out = shared / "trained_run"
+    with FileLock(shared / "trained_run.lock"):
+        if not (out / "metrics.json").exists():
+            train(TrainConfig(epochs=1, data_dir=str(mnist_dir), out=str(out), verbose=0))
+    return out, json.loads((out / "metrics.json").read_text())
 
 
 # --- Exported artifacts (export/) -------------------------------------------------------------

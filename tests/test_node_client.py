@@ -14,7 +14,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import node_with_packages
+from conftest import node_with_packages, run_module_in_process
 
 NODE_DIR = pathlib.Path(__file__).resolve().parents[1] / "examples" / "node"
 
@@ -26,9 +26,12 @@ def node_client():
 
 
 @pytest.fixture(scope="module")
-def onnx_file(exported):
-    """The trained model as `python -m export.onnx` wrote it (conftest's `exported`)."""
-    return exported.paths["onnx"]
+def onnx_file(trained_run, tmp_path_factory):
+    """conftest's `trained_run` model as `python -m export.onnx` writes it."""
+    out = tmp_path_factory.mktemp("node") / "lenet5.onnx"
+    result = run_module_in_process("export.onnx", "--model", trained_run[0] / "model.keras", "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out
 
 
 def run_client(node, *args):
