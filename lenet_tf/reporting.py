@@ -29,7 +29,8 @@ MAX_MISCLASSIFIED = 400
 # The digit the paper's figure shows LeNet-5 reading.
 FEATURE_MAP_DIGIT = 3
 DPI = 120
-LOG_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
+REQUIRED_LOG_COLUMNS = ("epoch", "loss", "accuracy")
+LOG_COLUMNS = (*REQUIRED_LOG_COLUMNS, "val_loss", "val_accuracy")
 INK = "gray_r"  # dark ink on white paper, as the paper prints digits
 MNIST_SIDE = 28
 GAP = 4  # pixels between digits of the misclassified mosaic
@@ -57,7 +58,10 @@ def read_training_log(path):
 
     Returns:
         A dict from column name (of those five that the log has) to a float NumPy array, one
-        value per epoch. Other columns, such as `rss_mb`, are not read.
+        value per epoch: NaN where a row leaves the cell empty (a run resumed with validation
+        turned on or off) or "NA" (`keras.callbacks.CSVLogger`'s mark, in logs of earlier
+        versions); a validation column with no value at all is left out. Other columns, such as
+        `rss_mb`, are not read.
 
     Raises:
         RunFolderError: The file is missing, empty, or lacks the `epoch`, `loss` or `accuracy` column.
@@ -69,14 +73,26 @@ def read_training_log(path):
         rows = list(csv.DictReader(file))
     if not rows:
         raise RunFolderError(f"{path}: no epochs logged")
-    missing = [name for name in ("epoch", "loss", "accuracy") if name not in rows[0]]
+    missing = [name for name in REQUIRED_LOG_COLUMNS if name not in rows[0]]
     if missing:
         raise RunFolderError(f"{path}: missing column(s) {', '.join(missing)}")
-    columns = [name for name in LOG_COLUMNS if name in rows[0]]
     try:
-        return {name: np.array([float(row[name]) for row in rows]) for name in columns}
+        columns = [name for name in LOG_COLUMNS if name in rows[0]]
+        log = {name: np.array([_log_value(row[name]) for row in rows]) for name in columns}
     except (TypeError, ValueError) as err:
         raise RunFolderError(f"{path}: not a number in the log ({err})") from None
+    # A run without validation may still have its columns, empty or "NA" (earlier versions).
+    return {name: values for name, values in log.items()
+            if name in REQUIRED_LOG_COLUMNS or not np.isnan(values).all()}  # fmt: skip
+
+
+def _log_value(cell):
+    return np.nan if cell in ("", "NA") else float(cell)
+
+
+def _last(values):
+    """The last value that is not NaN (a resumed run may have epochs without validation)."""
+    return values[np.isfinite(values)][-1]
 
 
 def plot_training_curves(log, final_test_error=None):
@@ -101,7 +117,7 @@ def plot_training_curves(log, final_test_error=None):
     if "val_loss" in log:
         loss_axis.plot(epochs, log["val_loss"], "s-", label="test (weights during training)")
         test_error = 100 * (1 - log["val_accuracy"])
-        error_axis.plot(epochs, test_error, "s-", label=f"test, during training: {test_error[-1]:.2f}% last")
+        error_axis.plot(epochs, test_error, "s-", label=f"test, during training: {_last(test_error):.2f}% last")
     if final_test_error is not None:
         error_axis.plot(
             epochs[-1], 100 * final_test_error, "*", markersize=12,
@@ -334,7 +350,8 @@ def plot_test_error_per_pass(logs):
         if "val_accuracy" not in log:
             raise RunFolderError(f"{label}: its training log has no per-epoch test error (trained without validation)")
         error = 100 * (1 - log["val_accuracy"])
-        axis.plot(log["epoch"] + 1, error, "o-", label=f"{label}: {error[-1]:.2f}% after pass {len(error)}")
+        passes = log["epoch"][np.isfinite(error)] + 1
+        axis.plot(log["epoch"] + 1, error, "o-", label=f"{label}: {_last(error):.2f}% after pass {passes[-1]:.0f}")
     from matplotlib.ticker import LogLocator, NullFormatter
 
     axis.set(title="Test error after each pass", xlabel="pass", ylabel="test error (%)", yscale="log")

@@ -553,10 +553,8 @@ def test_disk_full_while_saving_keeps_the_old_model_and_decodes_mnist_once(
 
 
 def test_a_diverged_training_stops_before_its_backup_saves_it(tmp_path):
-    import keras
-
     from lenet_tf.training import TrainConfig, loop
-    from lenet_tf.training.callbacks import EpochBackup, MemoryLog, StopOnNaN, TrainingDiverged
+    from lenet_tf.training.callbacks import EpochBackup, MemoryLog, StopOnNaN, TrainingDiverged, TrainingLog
     from lenet_tf.training.run_folder import RunFolder
 
     with pytest.raises(TrainingDiverged, match="loss is nan after epoch 2") as error:
@@ -567,10 +565,11 @@ def test_a_diverged_training_stops_before_its_backup_saves_it(tmp_path):
     MemoryLog().on_epoch_end(0, logs)
     assert logs["rss_mb"] > 0  # memory is logged each epoch
     backup, memory = EpochBackup(tmp_path / "backup", {}, 1), MemoryLog()
-    callbacks = loop._callbacks(TrainConfig(), RunFolder(tmp_path), 0, backup, memory, None)
+    callbacks = loop._callbacks(TrainConfig(), RunFolder(tmp_path), backup, memory, None)
     kinds = [type(callback) for callback in callbacks]
     assert kinds.index(StopOnNaN) < kinds.index(EpochBackup), "a NaN epoch must stop before it is backed up"
-    assert kinds.index(MemoryLog) < kinds.index(keras.callbacks.CSVLogger), "rss_mb must reach the log"
+    assert kinds.index(MemoryLog) < kinds.index(TrainingLog), "rss_mb must reach the log"
+    assert kinds.index(TrainingLog) < kinds.index(EpochBackup), "a backed-up epoch must have its log row"
 
 
 def test_stale_temporaries_of_a_killed_run_are_swept_and_nothing_else(tmp_path):

@@ -94,6 +94,19 @@ def test_training_log_without_validation_and_malformed_logs(tmp_path):
         report.read_training_log(log_path)
 
 
+def test_training_log_reads_missing_validation_cells_as_nan(tmp_path):
+    log_path = tmp_path / "training_log.csv"
+    # Without validation, as earlier versions (keras.callbacks.CSVLogger) wrote it.
+    log_path.write_text("epoch,accuracy,loss,rss_mb,val_accuracy,val_loss,val_rss_mb\n0,0.9,3.0,850.0,NA,NA,NA\n")
+    assert set(report.read_training_log(log_path)) == {"epoch", "accuracy", "loss"}
+    # Interrupted with validation, resumed without it.
+    log_path.write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.9,3.0,0.95,2.5\n1,0.95,2.0,,\n")
+    log = report.read_training_log(log_path)
+    assert log["val_accuracy"][0] == 0.95 and np.isnan(log["val_accuracy"][1])
+    labels = report.plot_training_curves(log).axes[1].get_legend_handles_labels()[1]
+    assert "test, during training: 5.00% last" in labels  # the last epoch that was validated
+
+
 def test_training_curves_label_the_per_epoch_test_error_apart_from_the_saved_models():
     # With weight averaging the saved model is not the one measured after each epoch.
     log = {"epoch": np.array([0.0, 1.0]), "loss": np.array([3.0, 2.0]), "accuracy": np.array([0.9, 0.95]),

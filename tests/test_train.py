@@ -9,6 +9,7 @@ and Ctrl-C runs are also the determinism checks (other processes, bit-identical 
 the kill run also checks `--overwrite`.
 """
 
+import csv
 import json
 import os
 import pathlib
@@ -96,6 +97,7 @@ def test_train_cli_writes_the_run_folder(reference_run):
     assert set(metrics["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
     log = (out / "training_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,") and [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]
+    assert "val_" not in log[0], "columns of a validation that did not run"
     assert not (out / "backup").exists(), "the backup must go once the run is complete"
     assert not [p for p in out.iterdir() if p.name.startswith(".") and p.is_dir()], "temporary left"
     assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard logs"
@@ -226,6 +228,11 @@ def test_sigint_stops_cleanly_after_saving_and_rerun_resumes(reference_run, mnis
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["interrupted"] is False and metrics["completed_epochs"] == 4
     assert_bit_identical(reference_run[0] / "model.keras", tmp_path / "model.keras")
+    with open(tmp_path / "training_log.csv", newline="") as file:
+        rows = list(csv.DictReader(file))  # one header for the rows of both settings
+    assert [row["epoch"] for row in rows] == ["0", "1", "2", "3"]
+    assert all(float(row["loss"]) > 0 for row in rows)
+    assert [row["val_loss"] != "" for row in rows] == [epoch < backup["epoch"] for epoch in range(4)]
 
 
 def test_memory_stays_flat_across_epochs(reference_run):
@@ -249,6 +256,22 @@ def _leftovers_of_a_run(folder, interrupted):
     (folder / "metrics.json").write_text(json.dumps({"interrupted": interrupted, "completed_epochs": 2}))
     (folder / "training_log.csv").write_text("epoch,loss\n0,1.0\n1,0.5\n")
     (folder / "notes.txt").write_text("mine")
+
+
+def test_training_log_rewrites_a_resumed_epoch_and_keeps_columns_aligned(tmp_path):
+    from lenet_tf.training.callbacks import TrainingLog
+
+    path = tmp_path / "training_log.csv"
+    for epoch in range(3):  # interrupted after epoch 2 was logged, before its backup
+        TrainingLog(path).on_epoch_end(epoch, {"loss": 3.0 - epoch, "val_loss": 2.0, "rss_mb": 800.0})
+    TrainingLog(path).on_epoch_end(2, {"loss": 0.5, "rss_mb": 801.0})  # resumed without validation
+    with open(path, newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert list(rows[0]) == ["epoch", "loss", "rss_mb", "val_loss"]
+    assert [(row["epoch"], row["loss"], row["val_loss"]) for row in rows] == [
+        ("0", "3.0", "2.0"), ("1", "2.0", "2.0"), ("2", "0.5", ""),
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["training_log.csv"], "a temporary file was left"
 
 
 def test_an_interrupted_run_is_resumed_not_refused(tmp_path):

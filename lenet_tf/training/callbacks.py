@@ -1,4 +1,4 @@
-"""The callbacks of a training run: the per-epoch backup, the NaN guard, signals, memory.
+"""The callbacks of a training run: the per-epoch backup, the NaN guard, signals, memory, the log.
 
 Why not `keras.callbacks.BackupAndRestore`: its guarantees are weaker than the ones this
 project tests (a SIGKILL at any moment, then the same command, ends with bit-identical
@@ -13,6 +13,7 @@ is written. A subclass that fixed all of that would override every method it has
 """
 
 import contextlib
+import csv
 import math
 import os
 import pathlib
@@ -155,7 +156,7 @@ class StopOnSignal(keras.callbacks.Callback):
 class MemoryLog(keras.callbacks.Callback):
     """Adds `rss_mb`, this process's resident memory in MiB, to each epoch's logs.
 
-    Put it before `keras.callbacks.CSVLogger` so that the training log has the column.
+    Put it before `TrainingLog` so that the training log has the column.
     `rss_mb` also keeps the figures, one per epoch.
     """
 
@@ -167,6 +168,50 @@ class MemoryLog(keras.callbacks.Callback):
         self.rss_mb.append(round(resident_memory_mb(), 1))
         if logs is not None:
             logs["rss_mb"] = self.rss_mb[-1]
+
+
+class TrainingLog(keras.callbacks.Callback):
+    """Writes the training log: a CSV file, one row per epoch, `epoch` then the logs by name.
+
+    Why not `keras.callbacks.CSVLogger`: without validation it adds `val_` columns holding
+    "NA", which no number reader takes; and resuming in append mode, it writes its own columns
+    under the file's header, so a run interrupted with validation and resumed without it (or
+    the reverse) gets rows that do not line up with the header. Here each epoch rewrites the
+    file, atomically, with every column any row has (a row leaves the others empty), and drops
+    rows of that epoch or later, which a resumed run computes again.
+
+    Args:
+        path: The CSV file. Rows of earlier epochs already in it (a resumed run) are kept.
+
+    Example:
+
+    >>> import tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "training_log.csv"
+    >>> TrainingLog(path).on_epoch_end(0, {"loss": 2.5, "val_loss": 2.0})
+    >>> TrainingLog(path).on_epoch_end(1, {"loss": 1.5})  # resumed without validation
+    >>> print(path.read_text())
+    epoch,loss,val_loss
+    0,2.5,2.0
+    1,1.5,
+    <BLANKLINE>
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = []
+        if self.path.exists():
+            with open(self.path, newline="") as file:
+                rows = list(csv.DictReader(file))
+            rows = [row for row in rows if row["epoch"].isdigit() and int(row["epoch"]) < epoch]
+        rows.append({"epoch": epoch, **{key: float(value) for key, value in sorted((logs or {}).items())}})
+        columns = list(dict.fromkeys(column for row in rows for column in row))
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
 
 
 def resident_memory_mb():

@@ -21,7 +21,8 @@ from lenet_tf.evaluation import evaluate_model
 from lenet_tf.model import build_lenet5
 from lenet_tf.training import distribute, sdlm
 from lenet_tf.training.callbacks import (
-    EpochBackup, MemoryLog, StopOnNaN, StopOnSignal, TrainingDiverged, TrainingInterrupted, progress_verbosity,
+    EpochBackup, MemoryLog, StopOnNaN, StopOnSignal, TrainingDiverged, TrainingInterrupted, TrainingLog,
+    progress_verbosity,
 )  # fmt: skip
 from lenet_tf.training.recipes import compile_lenet5, effective_steps_per_execution
 from lenet_tf.training.run_folder import RunFolder, read_backup
@@ -92,7 +93,7 @@ def _train(config, folder, tf_config, watchdog):
     if config.strategy == "multiworker":
         train_data, test_data = distribute.shard_by_data(train_data), distribute.shard_by_data(test_data)
     backup, memory = EpochBackup(folder.backup, config.fingerprint(), steps), MemoryLog()
-    callbacks = _callbacks(config, folder, epoch, backup, memory, watchdog) + _optimizer_callbacks(config, x_train)
+    callbacks = _callbacks(config, folder, backup, memory, watchdog) + _optimizer_callbacks(config, x_train)
     sample = (x_train[: config.batch_size].astype("float32"), y_train[: config.batch_size].astype("int32"))
     with distribute.keras_fixes(config.strategy, model, strategy, sample):
         start = time.perf_counter()
@@ -166,13 +167,13 @@ def _restore(model, weights, epoch, steps, folder):
     print(f"Resuming from the backup of epoch {epoch} in {folder.backup}", flush=True)
 
 
-def _callbacks(config, folder, first_epoch, backup, memory, watchdog):
+def _callbacks(config, folder, backup, memory, watchdog):
     """The callbacks of `fit` (after `StopOnSignal`), in the order they must run."""
     callbacks = [
         StopOnNaN(),  # before the backup: diverged weights are never saved
+        memory,  # before the training log, which then logs `rss_mb`
+        TrainingLog(folder.training_log),  # before the backup: every backed-up epoch has its row
         backup,
-        memory,  # before the CSV logger, which then logs `rss_mb`
-        keras.callbacks.CSVLogger(folder.training_log, append=first_epoch > 0),
         keras.callbacks.TensorBoard(folder.tensorboard),
     ]
     if watchdog is not None:  # every worker has joined once the first step is done

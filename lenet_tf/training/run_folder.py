@@ -13,7 +13,6 @@ old file or the new one; `remove_stale_temporaries` sweeps what a killed run lef
 """
 
 import contextlib
-import csv
 import json
 import os
 import pathlib
@@ -112,19 +111,6 @@ class RunFolder:
                 shutil.rmtree(path)
             else:
                 path.unlink(missing_ok=True)
-
-    def trim_training_log(self, epochs):
-        """Keeps the header and the rows of the first `epochs` epochs of `training_log.csv`."""
-        if not self.training_log.exists():
-            return
-        with open(self.training_log, newline="") as file:
-            rows = list(csv.reader(file))
-        if not rows:
-            return
-        kept = [rows[0]] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) < epochs]
-        with atomic_path(self.training_log) as tmp:
-            with open(tmp, "w", newline="") as file:
-                csv.writer(file).writerows(kept)
 
     def save_model(self, model):
         """Saves `model` to `model.keras` atomically."""
