@@ -3,7 +3,7 @@
 Usage:
 
     python -m benchmarks.time_to_accuracy [--batch-size 64] [--epochs 6] \
-        [--checks-per-epoch 2] [--data-dir DIR] [--json results.json]
+        [--checks-per-epoch 2] [--seed 0] [--data-dir DIR] [--json results.json]
 
 Each contender of `benchmarks.trainers` (the paper model, the stock-Keras LeNet, the PyTorch
 LeNet when installed, each with the `fast` recipe through its own library) trains from fresh
@@ -12,7 +12,8 @@ the full 10,000-image test set is classified, and the clock restarts. The time r
 target is training time only, up to the first check at or above it (tracing and the first step
 included: that is part of training from scratch). A model that has not reached a target after
 `--epochs` epochs is reported as not reaching it. The recipe's schedule spans `--epochs` epochs,
-so it is fixed before the run, not tuned to stop early.
+so it is fixed before the run, not tuned to stop early. `--seed` sets every contender's weights
+and data order: differences of a few seconds between contenders are within the spread of seeds.
 """
 
 import time
@@ -73,7 +74,7 @@ def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_pe
             stand after their run (for the inference benchmark).
 
     Returns:
-        `{"batch_size", "epochs", "train_examples", "models": {contender: time_to_accuracy result}}`.
+        `{"batch_size", "epochs", "seed", "train_examples", "models": {contender: time_to_accuracy result}}`.
     """
     import pathlib
 
@@ -93,7 +94,7 @@ def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_pe
             models[name] = worker.time_to_accuracy(targets, checks, steps_per_check)
             if save_dir is not None and name != "torch":
                 worker.save(pathlib.Path(save_dir) / f"{name}.keras")
-    return {"batch_size": batch_size, "epochs": epochs, "train_examples": len(y_train), "models": models}
+    return {"batch_size": batch_size, "epochs": epochs, "seed": seed, "train_examples": len(y_train), "models": models}
 
 
 def markdown(result):
@@ -130,6 +131,8 @@ def build_parser(prog=None):
                         help="most epochs per model; the recipe's schedule spans them (default: 6, the fast recipe's)")  # fmt: skip
     parser.add_argument("--checks-per-epoch", type=base.positive_int, default=2, metavar="N",
                         help="test-accuracy checks per epoch (default: 2)")  # fmt: skip
+    parser.add_argument("--seed", type=base.seed, default=0,
+                        help="seed of every contender's weights and data order (default: 0)")  # fmt: skip
     parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     add_contender_arguments(parser)
     base.add_verbose_argument(parser)
@@ -140,7 +143,7 @@ def execute(args):
     """Measures every contender; prints the table (and writes `--json`)."""
     from lenet_tf.files import write_json
 
-    result = measure(args.data_dir, TARGETS, args.batch_size, args.epochs, args.checks_per_epoch)
+    result = measure(args.data_dir, TARGETS, args.batch_size, args.epochs, args.checks_per_epoch, args.seed)
     print(markdown(result))
     if args.json:
         write_json(args.json, result)

@@ -83,6 +83,32 @@ def test_time_to_accuracy_table_says_when_a_target_was_not_reached():
     assert "| not reached | - | not reached | - | 98.71% |" in table
 
 
+def test_time_to_accuracy_seed_reaches_every_contender(mnist_dir, tmp_path, capsys, monkeypatch):
+    seeds = {}
+
+    class RecordingProcess:
+        def __init__(self, name, data_dir, **trainer_args):
+            seeds[name] = trainer_args["seed"]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            pass
+
+        def time_to_accuracy(self, targets, checks, steps_per_check):
+            return {"targets": {str(t): {"reached": False, "seconds": 1.0, "steps": 1, "accuracy": 0.5}
+                                for t in targets}, "curve": [{"accuracy": 0.5}]}  # fmt: skip
+
+    monkeypatch.setattr(trainers, "TrainerProcess", RecordingProcess)
+    monkeypatch.setattr(trainers, "available_contenders", lambda: ["paper", "stock"])
+    argv = ["--data-dir", mnist_dir, "--seed", "7", "--json", tmp_path / "result.json"]
+    status, _, _ = run_cli(time_to_accuracy.main, argv, capsys)
+    assert status == 0
+    assert seeds == {"paper": 7, "stock": 7}
+    assert json.loads((tmp_path / "result.json").read_text())["seed"] == 7
+
+
 @pytest.fixture(scope="module")
 def stock_worker(mnist_dir):
     worker = trainers.TrainerProcess("stock", mnist_dir, batch_size=32, total_steps=40, steps_per_call=10)
