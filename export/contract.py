@@ -12,9 +12,10 @@ came from. The figure is the one the training run recorded in `metrics.json` bes
 (`recorded_test_error`); exports do not read MNIST to measure it.
 """
 
-import hashlib
 import json
 import pathlib
+
+from lenet_tf.files import file_sha256
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
@@ -80,22 +81,14 @@ def serving_function(model, graph="folded"):
     return probabilities, serve
 
 
-def file_sha256(path):
-    """Hex SHA-256 of a file, to tie an artifact to the exact model it came from."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def recorded_test_error(model_path, variant=None):
     """The test error the training run recorded beside `model_path`, and that file's name.
 
     `lenet-tf train` writes `metrics.json` into the run folder after measuring `model.keras`
-    on the 10,000 MNIST test images. A missing or unreadable file, one without a test error
-    (an interrupted run) or one of another variant gives `(None, None)`: the figure is
-    optional, and an export must not fail or read MNIST for it.
+    on the 10,000 MNIST test images, with that file's SHA-256. A missing or unreadable file,
+    one without a test error (an interrupted run), one of another variant, or one that names
+    another model file (`model_sha256`: the model was replaced after training) gives
+    `(None, None)`: the figure is optional, and an export must not fail or read MNIST for it.
 
     Args:
         model_path: The exported `.keras` file.
@@ -113,6 +106,8 @@ def recorded_test_error(model_path, variant=None):
     if not isinstance(error, (int, float)) or not 0 <= error <= 1:
         return None, None
     if variant is not None and metrics.get("variant", variant) != variant:
+        return None, None
+    if "model_sha256" in metrics and metrics["model_sha256"] != file_sha256(model_path):
         return None, None
     return float(error), RUN_METRICS
 

@@ -83,7 +83,7 @@ def write_artifacts(model_path, folder, x_train):
 
 def measure(paths, x_test, y_test):
     """Each artifact's figures on the test set, in the runtime a user would run it in."""
-    from export.contract import file_sha256
+    from lenet_tf.files import file_sha256
     from lenet_tf.inference import load_runtime
 
     figures = {}

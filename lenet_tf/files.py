@@ -1,6 +1,7 @@
 """Writing files so that a reader never sees a half-written one."""
 
 import contextlib
+import hashlib
 import json
 import os
 import pathlib
@@ -55,3 +56,9 @@ def write_json(path, data):
     """Writes `data` as indented JSON to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def file_sha256(path):
+    """Hex SHA-256 of a file: what ties a figure or an artifact to the exact model file."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

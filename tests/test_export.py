@@ -23,6 +23,7 @@ from conftest import (
 from export import c_array, cli, contract, flatbuffer, folding, savedmodel, tflite, verify
 from export import onnx as onnx_export
 from lenet_tf import inference
+from lenet_tf.files import file_sha256
 
 PARITY_IMAGES = 2000
 TFLM_IMAGES = 500
@@ -284,7 +285,7 @@ def test_tflite_metadata_reads_back_and_io_keeps_the_contract(quantization, expo
     assert meta["labels"] == [str(d) for d in range(10)]
     assert meta["format"] == "tflite" and meta["quantization"] == quantization and meta["graph"] == "folded"
     assert meta["test_error"] == exported.metrics["test_error"] and meta["test_error_source"] == "metrics.json"
-    assert meta["source_sha256"] == contract.file_sha256(exported.model_path)
+    assert meta["source_sha256"] == file_sha256(exported.model_path)
     assert meta["input"]["name"] == "image" and meta["input"]["shape"] == ["batch", 28, 28]
     assert meta["output"]["name"] == "probabilities"
     assert flatbuffer.quantization_mode(data) == quantization
@@ -410,6 +411,11 @@ def test_test_error_comes_from_the_runs_metrics_json_or_is_left_out(exported, tm
         assert contract.recorded_test_error(copy, "paper") == (None, None), text
     (tmp_path / "metrics.json").write_text('{"test_error": 0.0123, "variant": "paper"}')
     assert contract.recorded_test_error(copy, "paper") == (0.0123, "metrics.json")
+    recorded = {"test_error": 0.0123, "variant": "paper", "model_sha256": file_sha256(copy)}
+    (tmp_path / "metrics.json").write_text(json.dumps(recorded))
+    assert contract.recorded_test_error(copy, "paper") == (0.0123, "metrics.json")
+    (tmp_path / "metrics.json").write_text(json.dumps({**recorded, "model_sha256": "0" * 64}))  # model replaced
+    assert contract.recorded_test_error(copy, "paper") == (None, None)
     with pytest.raises(SettingError, match="c_array"):
         tflite.export_tflite(None, tmp_path / "m.tflite", "float16", c_array=tmp_path / "m.cc")
 

@@ -19,7 +19,7 @@ CARD = pretrained.model_card("paper")
 
 @pytest.mark.parametrize("fmt", list(pretrained.FORMATS))
 def test_each_file_has_the_size_and_sha256_its_card_gives(fmt):
-    from export.contract import file_sha256
+    from lenet_tf.files import file_sha256
 
     path = pretrained.path("paper", format=fmt)
     assert path.stat().st_size == CARD["artifacts"][fmt]["bytes"]

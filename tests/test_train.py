@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, model_weights, run_cli
+from lenet_tf.files import file_sha256
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = (
@@ -94,6 +95,7 @@ def test_train_cli_writes_the_run_folder(reference_run):
     assert metrics["epochs"] == metrics["completed_epochs"] == 4
     assert metrics["interrupted"] is False and metrics["resumed_from_epoch"] == 0
     assert metrics["variant"] == "paper" and metrics["seed"] == 0
+    assert metrics["model_sha256"] == file_sha256(out / "model.keras")  # the file the test error is of
     assert set(metrics["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
     log = (out / "training_log.csv").read_text().splitlines()
     assert log[0].startswith("epoch,") and [row.split(",")[0] for row in log[1:]] == ["0", "1", "2", "3"]

@@ -18,6 +18,7 @@ import tensorflow as tf
 from lenet_tf.data import load_mnist, make_dataset, steps_per_epoch
 from lenet_tf.errors import RunFailed, RunFolderError, SettingError
 from lenet_tf.evaluation import evaluate_model
+from lenet_tf.files import file_sha256
 from lenet_tf.model import build_lenet5
 from lenet_tf.training import distribute, sdlm
 from lenet_tf.training.callbacks import (
@@ -230,7 +231,7 @@ def _finish(config, folder, model, metrics, x_test, y_test):
             folder.write_metrics(metrics)
         return metrics
     if folder.chief:
-        metrics.update(_test_error(config, model, x_test, y_test))
+        metrics.update(_test_error(config, model, x_test, y_test), model_sha256=file_sha256(folder.model))
         folder.write_metrics(metrics)
     folder.finish()  # only now is the backup redundant
     return metrics
