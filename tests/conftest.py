@@ -103,6 +103,31 @@ def node_with_packages(folder, installed):
     return node
 
 
+# The test files that take longest (a minute or more of CPU each, `--durations`), longest first.
+# Under xdist a file runs on one worker; started first (`--no-loadscope-reorder` keeps this
+# order), they do not leave one worker running a long file alone at the end.
+LONGEST_FILES = ("test_train.py", "test_export.py", "test_benchmarks.py", "test_distribute.py", "test_notebook.py")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Puts `LONGEST_FILES` first, in that order, and skips `slow` tests without `--runslow`."""
+
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FILES.index(name) if name in LONGEST_FILES else len(LONGEST_FILES)
+
+    items.sort(key=rank)
+    if not config.getoption("--runslow"):
+        skip = pytest.mark.skip(reason="slow: `python -m pytest --runslow` runs it, as CI does")
+        for item in items:
+            if "slow" in item.keywords:
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def mnist_dir(tmp_path_factory):
     """A folder of the real MNIST IDX files, found as the commands find MNIST.

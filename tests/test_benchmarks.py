@@ -176,6 +176,7 @@ WITHOUT_TENSORFLOW = (
 )
 
 
+@pytest.mark.slow
 def test_accelerator_trains_on_jax_without_tensorflow_with_fit_and_with_scan(mnist_dir, tmp_path):
     pytest.importorskip("jax")
     results = tmp_path / "runs.json"

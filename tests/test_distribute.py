@@ -58,6 +58,7 @@ def single_device_run(tmp_path_factory, mnist_dir):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_mirrored_on_two_logical_cpus_matches_one_device(single_device_run, mnist_dir, tmp_path):
     reference, reference_metrics = single_device_run
     result = subprocess.run(
@@ -110,6 +111,7 @@ def _finish(workers, timeout):
     return results
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_match_one_device(single_device_run, mnist_dir, tmp_path):
     reference, reference_metrics = single_device_run
     start = time.monotonic()
@@ -129,6 +131,7 @@ def test_two_workers_on_loopback_match_one_device(single_device_run, mnist_dir, 
     print(f"two-worker run: {seconds:.1f} s wall, {metrics['seconds']} s training")
 
 
+@pytest.mark.slow
 def test_a_worker_that_never_starts_fails_in_bounded_time(mnist_dir, tmp_path):
     start = time.monotonic()
     [(status, _, err)] = _finish(list(_start_workers(tmp_path, mnist_dir, 2, 1, "--worker-timeout", "3")), 120)

@@ -91,7 +91,6 @@ def test_predict_without_a_model_reads_with_the_pretrained_onnx_and_no_tensorflo
     assert result.stderr == ""
 
 
-@pytest.mark.slow
 def test_a_built_wheel_carries_the_models_and_predicts_outside_the_repository(tmp_path):
     source, wheel_dir, unpacked = tmp_path / "source", tmp_path / "wheel", tmp_path / "site"
     # A copy, because setuptools writes its build/ folder into the tree it builds.
