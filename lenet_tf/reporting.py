@@ -90,9 +90,9 @@ def _log_value(cell):
     return np.nan if cell in ("", "NA") else float(cell)
 
 
-def _last(values):
-    """The last value that is not NaN (a resumed run may have epochs without validation)."""
-    return values[np.isfinite(values)][-1]
+def _last_validated(values):
+    """The index of the last value that is not NaN (a resumed run may have epochs without validation)."""
+    return np.flatnonzero(np.isfinite(values))[-1]
 
 
 def plot_training_curves(log, final_test_error=None):
@@ -117,7 +117,8 @@ def plot_training_curves(log, final_test_error=None):
     if "val_loss" in log:
         loss_axis.plot(epochs, log["val_loss"], "s-", label="test (weights during training)")
         test_error = 100 * (1 - log["val_accuracy"])
-        error_axis.plot(epochs, test_error, "s-", label=f"test, during training: {_last(test_error):.2f}% last")
+        last = test_error[_last_validated(test_error)]
+        error_axis.plot(epochs, test_error, "s-", label=f"test, during training: {last:.2f}% last")
     if final_test_error is not None:
         error_axis.plot(
             epochs[-1], 100 * final_test_error, "*", markersize=12,
@@ -350,8 +351,9 @@ def plot_test_error_per_pass(logs):
         if "val_accuracy" not in log:
             raise RunFolderError(f"{label}: its training log has no per-epoch test error (trained without validation)")
         error = 100 * (1 - log["val_accuracy"])
-        passes = log["epoch"][np.isfinite(error)] + 1
-        axis.plot(log["epoch"] + 1, error, "o-", label=f"{label}: {_last(error):.2f}% after pass {passes[-1]:.0f}")
+        last = _last_validated(error)
+        passes = log["epoch"] + 1
+        axis.plot(passes, error, "o-", label=f"{label}: {error[last]:.2f}% after pass {passes[last]:.0f}")
     from matplotlib.ticker import LogLocator, NullFormatter
 
     axis.set(title="Test error after each pass", xlabel="pass", ylabel="test error (%)", yscale="log")

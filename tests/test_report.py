@@ -105,6 +105,8 @@ def test_training_log_reads_missing_validation_cells_as_nan(tmp_path):
     assert log["val_accuracy"][0] == 0.95 and np.isnan(log["val_accuracy"][1])
     labels = report.plot_training_curves(log).axes[1].get_legend_handles_labels()[1]
     assert "test, during training: 5.00% last" in labels  # the last epoch that was validated
+    labels = report.plot_test_error_per_pass({"resumed": log}).axes[0].get_legend_handles_labels()[1]
+    assert labels == ["resumed: 5.00% after pass 1"]
 
 
 def test_training_curves_label_the_per_epoch_test_error_apart_from_the_saved_models():
