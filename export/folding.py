@@ -29,7 +29,13 @@ import keras
 import numpy as np
 
 from lenet_tf.activations import AMPLITUDE, SLOPE, scaled_tanh
-from lenet_tf.layers import EuclideanRBF, MNISTPreprocessing, SparseConv2D, TrainableSubsampling
+from lenet_tf.layers import (
+    BlockConv2D,
+    EuclideanRBF,
+    MNISTPreprocessing,
+    SparseConv2D,
+    TrainableSubsampling,
+)
 
 GRAPHS = ("folded", "literal")
 
@@ -191,20 +197,25 @@ def inference_model(model, graph="folded"):
 
 
 def plain_convolutions(model):
-    """`model` with each `BlockConv2D` as the plain `Conv2D` it computes, and the same weights.
+    """`model` with plain convolutions in place of 2x2-block ones, and the same weights.
 
-    `BlockConv2D`'s 2x2-block rearrangement speeds up training in TensorFlow, but exported it
-    would be six-dimensional reshapes and transposes around the convolution: more operators
+    Each `BlockConv2D` becomes the `Conv2D` it computes, and each `SparseConv2D` computes with
+    `use_blocks` off. The 2x2-block rearrangement speeds up training in TensorFlow, but exported
+    it would be six-dimensional reshapes and transposes around the convolution: more operators
     for every runtime, and ones TensorFlow Lite Micro cannot allocate in int8.
     """
-    from lenet_tf.layers import BlockConv2D
 
-    if not any(isinstance(layer, BlockConv2D) for layer in model.layers):
+    def blocked(layer):
+        return isinstance(layer, BlockConv2D) or (isinstance(layer, SparseConv2D) and layer.use_blocks)
+
+    if not any(blocked(layer) for layer in model.layers):
         return model
 
     def plain(layer):
         if isinstance(layer, BlockConv2D):
             return keras.layers.Conv2D.from_config(layer.get_config())
+        if isinstance(layer, SparseConv2D):
+            return SparseConv2D.from_config({**layer.get_config(), "use_blocks": False})
         return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=plain)

@@ -181,7 +181,7 @@ def test_literal_graph_exports_with_tflite_micro_int8_operators(model, test_imag
     tflite.export_tflite(model, path, "none", graph="literal")
     ops = set(flatbuffer.operators(path.read_bytes()))
     assert {"SUM", "MUL", "SUB"} <= ops and not {"SQUARE", "EXP", "NEG"} & ops
-    assert "TRANSPOSE" not in ops  # C1 (a `BlockConv2D` in training) exported as a plain CONV_2D
+    assert "TRANSPOSE" not in ops  # C1 and C3 (convolved on 2x2 blocks in training): plain CONV_2D
     difference = inference.load_runtime(path).predict(images) - reference[:PARITY_IMAGES]
     assert np.abs(difference).max() <= verify.FLOAT_MAX_ABS_DIFF
     calibration = tflite.representative_images(test_images[0], count=100)  # operators only

@@ -159,6 +159,28 @@ def test_sparse_conv_config_round_trip_keeps_custom_table():
     assert clone.count_params() == 3 * 9 + 3
 
 
+def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients():
+    import tensorflow as tf
+
+    inputs = tf.constant(np.random.default_rng(8).normal(size=(3, 14, 14, 6)).astype("float32"))
+    blocks = SparseConv2D(5, activation=scaled_tanh)
+    plain = SparseConv2D(5, activation=scaled_tanh, use_blocks=False)
+    blocks.build(inputs.shape), plain.build(inputs.shape)
+    blocks.set_weights([weight + 0.1 for weight in blocks.get_weights()])  # a bias that is not 0
+    plain.set_weights(blocks.get_weights())
+    results = []
+    for layer in (plain, blocks):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            loss = keras.ops.sum(outputs * outputs)
+        gradients = tape.gradient(loss, [inputs, *layer.trainable_weights])
+        results.append([outputs.numpy()] + [gradient.numpy() for gradient in gradients])
+    for value, expected in zip(results[1], results[0]):
+        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-4)
+    assert _config_round_trip(plain, inputs).use_blocks is False
+
+
 def test_sparse_conv_rejects_an_output_map_without_inputs():
     with pytest.raises(ValueError, match=r"output maps \[1\] with no input"):
         SparseConv2D(3, connection_table=[[True, False], [True, False]])

@@ -172,7 +172,7 @@ def _pre_activation(layer, inputs, weights):
         # code on the substituted weights keeps the packing in one place.
         with keras.StatelessScope(state_mapping=[(layer.kernel, kernel)]):
             dense_kernel = layer.dense_kernel()
-        outputs = ops.conv(inputs, dense_kernel, strides=layer.strides, padding=layer.padding)
+        outputs = layer.convolution_op(inputs, dense_kernel)
     elif isinstance(layer, keras.layers.Dense):
         outputs = ops.matmul(inputs, kernel)
     else:
