@@ -91,7 +91,10 @@ def _log_value(cell):
 
 
 def _last_validated(values):
-    """The index of the last value that is not NaN (a resumed run may have epochs without validation)."""
+    """The index of the last value that is not NaN.
+
+    A run resumed with validation turned on or off has epochs without a validated value.
+    """
     return np.flatnonzero(np.isfinite(values))[-1]
 
 

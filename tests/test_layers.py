@@ -159,25 +159,30 @@ def test_sparse_conv_config_round_trip_keeps_custom_table():
     assert clone.count_params() == 3 * 9 + 3
 
 
-def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients():
+def _outputs_and_gradients(layer, inputs):
+    """`layer(inputs)`, and the gradients of a loss on it for the inputs and each trainable weight."""
     import tensorflow as tf
 
-    inputs = tf.constant(np.random.default_rng(8).normal(size=(3, 14, 14, 6)).astype("float32"))
+    inputs = tf.constant(inputs)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = layer(inputs)
+        loss = keras.ops.sum(outputs * outputs)
+    gradients = tape.gradient(loss, [inputs, *layer.trainable_weights])
+    return outputs.numpy(), [gradient.numpy() for gradient in gradients]
+
+
+def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients():
+    inputs = np.random.default_rng(8).normal(size=(3, 14, 14, 6)).astype("float32")
     blocks = SparseConv2D(5, activation=scaled_tanh)
     plain = SparseConv2D(5, activation=scaled_tanh, use_blocks=False)
     blocks.build(inputs.shape), plain.build(inputs.shape)
     blocks.set_weights([weight + 0.1 for weight in blocks.get_weights()])  # a bias that is not 0
     plain.set_weights(blocks.get_weights())
-    results = []
-    for layer in (plain, blocks):
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
-            outputs = layer(inputs)
-            loss = keras.ops.sum(outputs * outputs)
-        gradients = tape.gradient(loss, [inputs, *layer.trainable_weights])
-        results.append([outputs.numpy()] + [gradient.numpy() for gradient in gradients])
-    for value, expected in zip(results[1], results[0]):
-        np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-4)
+    expected, expected_gradients = _outputs_and_gradients(plain, inputs)
+    outputs, gradients = _outputs_and_gradients(blocks, inputs)
+    for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
+        np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
     assert _config_round_trip(plain, inputs).use_blocks is False
 
 
@@ -236,15 +241,6 @@ def test_rbf_config_round_trip():
     _config_round_trip(EuclideanRBF(10, trainable_centers=True), x)
 
 
-def _conv_outputs_and_kernel_gradients(layer, inputs):
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        outputs = layer(inputs)
-        loss = keras.ops.sum(outputs * outputs)
-    return outputs.numpy(), [gradient.numpy() for gradient in tape.gradient(loss, layer.trainable_weights)]
-
-
 @pytest.mark.parametrize(
     "input_shape, filters, kernel_size",
     [((3, 32, 32, 1), 6, 5), ((2, 14, 14, 6), 16, 5), ((2, 8, 12, 2), 3, 3), ((1, 10, 10, 1), 2, (3, 5))],
@@ -259,8 +255,8 @@ def test_block_conv_gives_conv2d_outputs_and_gradients(input_shape, filters, ker
     blocks.set_weights([weight + 0.1 for weight in blocks.get_weights()])  # a bias that is not 0
     plain.set_weights(blocks.get_weights())
     assert blocks._blocks_apply(input_shape)
-    expected, expected_gradients = _conv_outputs_and_kernel_gradients(plain, inputs)
-    outputs, gradients = _conv_outputs_and_kernel_gradients(blocks, inputs)
+    expected, expected_gradients = _outputs_and_gradients(plain, inputs)
+    outputs, gradients = _outputs_and_gradients(blocks, inputs)
     np.testing.assert_allclose(outputs, expected, rtol=1e-5, atol=1e-5)
     for gradient, expected_gradient in zip(gradients, expected_gradients):
         np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4, atol=1e-3)
