@@ -13,7 +13,9 @@ A trainer has `batch_size`, `train(steps, every=None, callback=None)` and
 `TrainerProcess` runs one trainer in a process of its own. TensorFlow's and PyTorch's thread
 pools both size themselves to every core and spin briefly when idle; in one process, each
 library's idle threads would slow the other's measurement. A worker waits on a pipe between
-requests, so the benchmarks can alternate between contenders and each runs alone.
+requests, so the benchmarks can alternate between contenders and each runs alone. The Keras
+workers turn TensorFlow's oneDNN kernels on unless `TF_ENABLE_ONEDNN_OPTS` says otherwise, as
+`lenet-tf train` does.
 """
 
 import multiprocessing
@@ -184,7 +186,11 @@ def _serve(connection, name, data_dir, trainer_args):
     """Worker body: builds the trainer, then answers `(method, args)` requests until None."""
     import os
 
+    from lenet_tf.commands import base
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if name != "torch":
+        base.prefer_onednn()  # both Keras models train as `lenet-tf train` would
     from benchmarks.time_to_accuracy import time_to_accuracy
     from lenet_tf.data import load_mnist
 

@@ -159,6 +159,22 @@ def test_sparse_conv_config_round_trip_keeps_custom_table():
     assert clone.count_params() == 3 * 9 + 3
 
 
+@pytest.fixture
+def onednn(monkeypatch):
+    """Sets whether the layers see TensorFlow's oneDNN kernels on: `onednn(True)` or `(False)`."""
+    from lenet_tf.layers import block_conv
+
+    return lambda enabled: monkeypatch.setattr(block_conv, "onednn_enabled", lambda: enabled)
+
+
+def _graph_ops(layer, inputs):
+    """The operation types of `layer`'s forward pass on inputs shaped like `inputs`, as traced."""
+    import tensorflow as tf
+
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec(inputs.shape, "float32")).graph
+    return {op.type for op in graph.get_operations()}
+
+
 def _outputs_and_gradients(layer, inputs):
     """`layer(inputs)`, and the gradients of a loss on it for the inputs and each trainable weight."""
     import tensorflow as tf
@@ -172,7 +188,8 @@ def _outputs_and_gradients(layer, inputs):
     return outputs.numpy(), [gradient.numpy() for gradient in gradients]
 
 
-def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients():
+def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients(onednn):
+    onednn(False)  # blocks, wherever the test runs
     inputs = np.random.default_rng(8).normal(size=(3, 14, 14, 6)).astype("float32")
     blocks = SparseConv2D(5, activation=scaled_tanh)
     plain = SparseConv2D(5, activation=scaled_tanh, use_blocks=False)
@@ -184,6 +201,19 @@ def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradient
     for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
         np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
     assert _config_round_trip(plain, inputs).use_blocks is False
+
+
+@pytest.mark.parametrize("onednn_on", [True, False])
+def test_block_convolutions_run_plain_where_onednn_is_on(onednn, onednn_on):
+    from lenet_tf.layers import BlockConv2D
+
+    onednn(onednn_on)
+    c1_inputs, c3_inputs = np.zeros((1, 32, 32, 1), "float32"), np.zeros((1, 14, 14, 6), "float32")
+    for layer, inputs in ((BlockConv2D(6, 5), c1_inputs), (SparseConv2D(5), c3_inputs)):
+        ops = _graph_ops(layer, inputs)
+        assert "Conv2D" in ops
+        # The rearrangement into blocks and back is what a plain convolution does without.
+        assert ("Transpose" in ops) is not onednn_on, (type(layer).__name__, sorted(ops))
 
 
 def test_sparse_conv_rejects_an_output_map_without_inputs():
@@ -245,9 +275,10 @@ def test_rbf_config_round_trip():
     "input_shape, filters, kernel_size",
     [((3, 32, 32, 1), 6, 5), ((2, 14, 14, 6), 16, 5), ((2, 8, 12, 2), 3, 3), ((1, 10, 10, 1), 2, (3, 5))],
 )
-def test_block_conv_gives_conv2d_outputs_and_gradients(input_shape, filters, kernel_size):
+def test_block_conv_gives_conv2d_outputs_and_gradients(onednn, input_shape, filters, kernel_size):
     from lenet_tf.layers import BlockConv2D
 
+    onednn(False)  # blocks, wherever the test runs
     inputs = np.random.default_rng(6).normal(size=input_shape).astype("float32")
     blocks = BlockConv2D(filters, kernel_size, activation=scaled_tanh)
     plain = keras.layers.Conv2D(filters, kernel_size, activation=scaled_tanh)

@@ -35,7 +35,9 @@ RUN_TIMEOUT = 300
 
 
 def _env():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    # A user's shell: no oneDNN choice of its own, so the command's default applies.
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     return env
 
@@ -95,6 +97,7 @@ def test_train_cli_writes_the_run_folder(reference_run):
     assert metrics["epochs"] == metrics["completed_epochs"] == 4
     assert metrics["interrupted"] is False and metrics["resumed_from_epoch"] == 0
     assert metrics["variant"] == "paper" and metrics["seed"] == 0
+    assert metrics["onednn"] is True, "lenet-tf train turns TensorFlow's oneDNN kernels on by default"
     assert metrics["model_sha256"] == file_sha256(out / "model.keras")  # the file the test error is of
     assert set(metrics["versions"]) >= {"python", "tensorflow", "keras", "numpy"}
     log = (out / "training_log.csv").read_text().splitlines()

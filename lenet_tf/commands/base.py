@@ -26,6 +26,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 # Set to 1 to see what TensorFlow, Keras and the converters print, as `--verbose` does.
 VERBOSE_ENV = "LENET_TF_VERBOSE"
+# TensorFlow's switch for its oneDNN CPU kernels ("1" on, "0" off; unset: on only for some CPUs).
+ONEDNN_ENV = "TF_ENABLE_ONEDNN_OPTS"
 # Python loggers of the dependencies that log on their own at INFO/WARNING level.
 DEPENDENCY_LOGGERS = ("tensorflow", "absl", "tf2onnx", "h5py", "jax")
 DEPENDENCY_MODULES = r"(tensorflow|tf_keras|keras|tf2onnx|onnx|absl|tensorflow_datasets|google)(\.|$)"
@@ -97,6 +99,16 @@ def add_data_dir_argument(parser, use=""):
         "--data-dir", metavar="DIR",
         help=f"folder with the MNIST IDX files{use} (default: $LENET_MNIST_DIR, else tensorflow-datasets)",
     )  # fmt: skip
+
+
+def prefer_onednn():
+    """Turns TensorFlow's oneDNN CPU kernels on for this process, unless the user chose.
+
+    They train LeNet-5 faster than TensorFlow's own kernels (`docs/performance.md#onednn`), which
+    are TensorFlow's default on CPUs without AVX-512 VNNI, BF16 or AMX. TensorFlow reads
+    `TF_ENABLE_ONEDNN_OPTS` once, when it loads: call this before importing it.
+    """
+    os.environ.setdefault(ONEDNN_ENV, "1")
 
 
 def wants_dependency_logs(args=None):

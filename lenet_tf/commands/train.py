@@ -94,6 +94,7 @@ def execute(args):
     if settings["verbose"] is True:
         settings = {**settings, "verbose": "auto"}
     config = TrainConfig(**settings)  # checked before TensorFlow loads: a bad setting answers at once
+    base.prefer_onednn()
     from lenet_tf.training import train
     from lenet_tf.training.run_folder import RunFinished
 

@@ -5,8 +5,12 @@ little work per memory access with so few channels: C1's forward and kernel grad
 of a training step (`docs/performance.md#where-a-training-step-goes`). Rearranging the input
 into 2x2 blocks (four times the channels at half the resolution) turns a 5x5 convolution into a
 3x3 one producing the four outputs of each block at once: the same sums of products, about
-2.5x faster for C1 and 1.5x for C3 (forward and backward).
+2.5x faster for C1 and 1.5x for C3 (forward and backward). TensorFlow's oneDNN CPU kernels,
+where they are on, run the plain convolution faster still, so there the layers use it
+(`blocks_faster`).
 """
+
+import functools
 
 import keras
 from keras import ops
@@ -19,8 +23,8 @@ class BlockConv2D(keras.layers.Conv2D):
     """A `keras.layers.Conv2D` that convolves 2x2 blocks of pixels: same weights, same output.
 
     For stride 1, `"valid"` padding, no dilation, no groups and channels-last data, where
-    `blocks_fit` (an odd kernel size, an input of even height and width), the convolution is
-    `block_conv`'s. Any other case falls back to `Conv2D`'s own convolution. The weights, the
+    `blocks_faster` (an odd kernel size, an input of even height and width, TensorFlow's oneDNN
+    kernels off), the convolution is `block_conv`'s. Any other case is `Conv2D`'s own convolution. The weights, the
     configuration and every exporter see a plain `Conv2D` (an instance of it).
 
     Args:
@@ -51,8 +55,48 @@ class BlockConv2D(keras.layers.Conv2D):
             and tuple(self.strides) == (1, 1)
             and tuple(self.dilation_rate) == (1, 1)
             and self.groups == 1
-            and blocks_fit(input_shape, self.kernel_size)
+            and blocks_faster(input_shape, self.kernel_size)
         )
+
+
+def blocks_faster(input_shape, kernel_shape):
+    """Whether `block_conv` takes these shapes and is the faster way to convolve them here.
+
+    It is on TensorFlow's own CPU kernels, TensorFlow's default on CPUs without AVX-512 VNNI,
+    BF16 or AMX: 2.5x faster for C1, 1.5x for C3. With TensorFlow's oneDNN kernels on
+    (`TF_ENABLE_ONEDNN_OPTS=1`, which `lenet-tf train` sets unless told otherwise, and the default
+    on CPUs with those instructions) the plain convolution is the faster one
+    (`docs/performance.md#onednn`). Other backends keep the blocks.
+
+    Args:
+        input_shape: `(batch, height, width, channels)`.
+        kernel_shape: `(rows, cols, ...)`.
+
+    Returns:
+        A bool.
+    """
+    return blocks_fit(input_shape, kernel_shape) and not onednn_enabled()
+
+
+@functools.cache
+def onednn_enabled():
+    """Whether this process runs TensorFlow with its oneDNN CPU kernels (fixed once it loads).
+
+    Returns:
+        A bool; False on other Keras backends.
+
+    Example:
+
+    >>> onednn_enabled() in (True, False)
+    True
+    """
+    if keras.backend.backend() != "tensorflow":
+        return False
+    # TensorFlow's own answer (its build scripts ask it too): no public API gives it, and
+    # TF_ENABLE_ONEDNN_OPTS alone does not, since the default depends on the CPU.
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def blocks_fit(input_shape, kernel_shape):

@@ -19,6 +19,7 @@ from lenet_tf.data import load_mnist, make_dataset, steps_per_epoch
 from lenet_tf.errors import RunFailed, RunFolderError, SettingError
 from lenet_tf.evaluation import evaluate_model
 from lenet_tf.files import file_sha256
+from lenet_tf.layers.block_conv import onednn_enabled
 from lenet_tf.model import build_lenet5
 from lenet_tf.training import distribute, sdlm
 from lenet_tf.training.callbacks import (
@@ -112,6 +113,7 @@ def _train(config, folder, tf_config, watchdog):
         "variant": config.variant,
         "seed": config.seed,
         "device": "GPU" if on_gpu else "CPU",
+        "onednn": onednn_enabled(),
         "strategy": config.strategy,
         "replicas": int(strategy.num_replicas_in_sync),
         "workers": distribute.worker_count(tf_config),
