@@ -24,8 +24,9 @@ class BlockConv2D(keras.layers.Conv2D):
 
     For stride 1, `"valid"` padding, no dilation, no groups and channels-last data, where
     `blocks_faster` (an odd kernel size, an input of even height and width, TensorFlow's oneDNN
-    kernels off), the convolution is `block_conv`'s. Any other case is `Conv2D`'s own convolution. The weights, the
-    configuration and every exporter see a plain `Conv2D` (an instance of it).
+    kernels off), the convolution is `block_conv`'s. Any other case is `Conv2D`'s own
+    convolution. The weights, the configuration and every exporter see a plain `Conv2D` (an
+    instance of it).
 
     Args:
         *args: `keras.layers.Conv2D` arguments.
