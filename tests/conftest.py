@@ -201,9 +201,9 @@ SUBPROCESS_EXPORTS = ("savedmodel", "int8", "onnx")
 
 
 def command_env():
-    """The environment of a user's shell: no MNIST folder, no verbosity or log-level settings."""
+    """The environment of a user's shell: no MNIST folder, no verbosity, log-level or oneDNN settings."""
     env = {key: value for key, value in os.environ.items()
-           if key not in ("LENET_MNIST_DIR", "LENET_TF_VERBOSE", "TF_CPP_MIN_LOG_LEVEL")}  # fmt: skip
+           if key not in ("LENET_MNIST_DIR", "LENET_TF_VERBOSE", "TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS")}  # fmt: skip
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return env
 

@@ -7,7 +7,6 @@ run of the same settings.
 """
 
 import json
-import os
 import pathlib
 import socket
 import subprocess
@@ -17,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import model_weights
+from conftest import command_env, model_weights
 from lenet_tf.errors import SettingError
 from lenet_tf.training.distribute import is_chief, read_tf_config, task_name, worker_count
 
@@ -35,10 +34,8 @@ TIMEOUT = 240
 
 
 def _env(**extra):
-    env = {key: value for key, value in os.environ.items() if key != "TF_CONFIG"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    env = {key: value for key, value in command_env().items() if key != "TF_CONFIG"}
+    return {**env, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1", **extra}
 
 
 def assert_same_training(a, b):

@@ -11,7 +11,6 @@ the kill run also checks `--overwrite`.
 
 import csv
 import json
-import os
 import pathlib
 import shutil
 import signal
@@ -22,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, model_weights, run_cli
+from conftest import assert_one_line_error, command_env, model_weights, run_cli
 from lenet_tf.files import file_sha256
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -35,11 +34,8 @@ RUN_TIMEOUT = 300
 
 
 def _env():
-    # A user's shell: no oneDNN choice of its own, so the command's default applies.
-    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
-    env.update(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    # A user's shell (so the command's oneDNN default applies), with TensorFlow's logs off.
+    return {**command_env(), "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
 
 
 def python_m(module, *args, timeout=RUN_TIMEOUT):
