@@ -20,6 +20,7 @@ Keras prints one line per epoch.
 
 import time
 
+from benchmarks.output import add_json_argument, report
 from lenet_tf.commands import base
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -180,7 +181,7 @@ def build_parser(prog=None):
     parser.add_argument("--train-limit", type=base.positive_int, help="train on the first N training images only")
     parser.add_argument("--seed", type=base.seed, default=0,
                         help="seed of the weights and the batch order (default: 0)")  # fmt: skip
-    parser.add_argument("--json", help="also write every figure to this JSON file")
+    add_json_argument(parser)
     base.add_verbose_argument(parser)
     return parser
 
@@ -200,7 +201,6 @@ def check_loops_backend(loops, setting):
 
 def execute(args):
     from lenet_tf.data import load_mnist
-    from lenet_tf.files import write_json
 
     check_loops_backend(args.loops, "loops")
 
@@ -212,9 +212,7 @@ def execute(args):
             for loop in args.loops:
                 results.append(train_recipe(recipe, data, precision, args.epochs, args.seed, loop))
                 print(markdown(device, results[-1:]).splitlines()[-1], flush=True)
-    print(markdown(device, results))
-    if args.json:
-        write_json(args.json, {"device": device, "runs": results})
+    report(markdown(device, results), {"device": device, "runs": results}, args.json)
 
 
 def main(argv=None, prog=None):

@@ -24,6 +24,7 @@ import pathlib
 import statistics
 import tempfile
 
+from benchmarks.output import add_json_argument, report
 from lenet_tf.commands import base
 
 ARTIFACTS = (
@@ -163,7 +164,7 @@ def build_parser(prog=None):
     parser.add_argument("--graph", choices=("folded", "literal"), default="folded",
                         help="how the paper model is exported (default: folded, as export.* do)")  # fmt: skip
     parser.add_argument("--out", metavar="DIR", help="keep the exported artifacts here (default: a temporary folder)")
-    parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    add_json_argument(parser)
     base.add_verbose_argument(parser)
     return parser
 
@@ -183,12 +184,8 @@ def execute(args):
         )  # fmt: skip
     print(f"paper model: {args.model} ({args.graph} graph)\n")
     stock_note = f"stock trained {args.stock_epochs} epoch(s)" if args.stock_epochs else "stock untrained (timing only)"
-    print(markdown(result, stock_note))
-    if args.json:
-        from lenet_tf.files import write_json
-
-        write_json(args.json, {"graph": args.graph, "stock_epochs": args.stock_epochs, "threads": args.threads,
-                               "results": result})  # fmt: skip
+    figures = {"graph": args.graph, "stock_epochs": args.stock_epochs, "threads": args.threads, "results": result}
+    report(markdown(result, stock_note), figures, args.json)
 
 
 def main(argv=None, prog=None):

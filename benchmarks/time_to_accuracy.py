@@ -18,6 +18,7 @@ and data order: differences of a few seconds between contenders are within the s
 
 import time
 
+from benchmarks.output import add_json_argument, report
 from benchmarks.trainers import add_contender_arguments
 from lenet_tf.commands import base
 
@@ -133,7 +134,7 @@ def build_parser(prog=None):
                         help="test-accuracy checks per epoch (default: 2)")  # fmt: skip
     parser.add_argument("--seed", type=base.seed, default=0,
                         help="seed of every contender's weights and data order (default: 0)")  # fmt: skip
-    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    add_json_argument(parser)
     add_contender_arguments(parser)
     base.add_verbose_argument(parser)
     return parser
@@ -141,12 +142,8 @@ def build_parser(prog=None):
 
 def execute(args):
     """Measures every contender; prints the table (and writes `--json`)."""
-    from lenet_tf.files import write_json
-
     result = measure(args.data_dir, TARGETS, args.batch_size, args.epochs, args.checks_per_epoch, args.seed)
-    print(markdown(result))
-    if args.json:
-        write_json(args.json, result)
+    report(markdown(result), result, args.json)
 
 
 def main(argv=None, prog=None):

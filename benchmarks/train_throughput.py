@@ -16,6 +16,7 @@ means the paper model is faster.
 
 import statistics
 
+from benchmarks.output import add_json_argument, report
 from benchmarks.trainers import add_contender_arguments
 from lenet_tf.commands import base
 
@@ -101,7 +102,7 @@ def build_parser(prog=None):
     add_throughput_arguments(parser)
     parser.add_argument("--repeats", type=base.positive_int, default=3, metavar="N",
                         help="alternating measurements per model (default: 3)")  # fmt: skip
-    parser.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    add_json_argument(parser)
     add_contender_arguments(parser, batch_size=False)
     base.add_verbose_argument(parser)
     return parser
@@ -110,13 +111,10 @@ def build_parser(prog=None):
 def execute(args):
     """Measures every contender; prints the table (and writes `--json`)."""
     from lenet_tf.data import load_mnist
-    from lenet_tf.files import write_json
 
     load_mnist(args.data_dir)  # a bad folder is reported here, in one line, not by each worker
     result = measure_batch_sizes(args.data_dir, args.batch_sizes, args.images, args.repeats)
-    print(markdown(result))
-    if args.json:
-        write_json(args.json, result)
+    report(markdown(result), result, args.json)
 
 
 def main(argv=None, prog=None):

@@ -32,6 +32,7 @@ from lenet_tf.activations import AMPLITUDE, SLOPE, scaled_tanh
 from lenet_tf.layers import (
     BlockConv2D,
     EuclideanRBF,
+    MatmulConv2D,
     MNISTPreprocessing,
     SparseConv2D,
     TrainableSubsampling,
@@ -181,8 +182,8 @@ def inference_model(model, graph="folded"):
         model: A LeNet-5 (either variant).
         graph: `"folded"`: the paper variant through `folded_model` (the modern variant is
             made of standard layers and is only wrapped); `"literal"`: the layers as trained,
-            through `lenet_tf.model.probability_model`. Either way C1 is exported as the plain
-            `Conv2D` it computes (`plain_convolutions`).
+            through `lenet_tf.model.probability_model`. Either way C1 and C5 are exported as
+            the plain `Conv2D` they compute (`plain_convolutions`).
 
     Returns:
         A `keras.Model`.
@@ -197,22 +198,24 @@ def inference_model(model, graph="folded"):
 
 
 def plain_convolutions(model):
-    """`model` with plain convolutions in place of 2x2-block ones, and the same weights.
+    """`model` with plain convolutions in place of rearranged ones, and the same weights.
 
-    Each `BlockConv2D` becomes the `Conv2D` it computes, and each `SparseConv2D` computes with
-    `use_blocks` off. The 2x2-block rearrangement speeds up training in TensorFlow, but exported
-    it would be six-dimensional reshapes and transposes around the convolution: more operators
-    for every runtime, and ones TensorFlow Lite Micro cannot allocate in int8.
+    Each `BlockConv2D` and `MatmulConv2D` becomes the `Conv2D` it computes, and each
+    `SparseConv2D` computes with `use_blocks` off. The 2x2-block rearrangement speeds up
+    training in TensorFlow, but exported it would be six-dimensional reshapes and transposes
+    around the convolution: more operators for every runtime, and ones TensorFlow Lite Micro
+    cannot allocate in int8. C5 as a matrix product would export as reshapes around a fully
+    connected operator; exported, it stays the convolution every runtime was verified with.
     """
 
-    def blocked(layer):
-        return isinstance(layer, BlockConv2D) or (isinstance(layer, SparseConv2D) and layer.use_blocks)
+    def rearranged(layer):
+        return isinstance(layer, (BlockConv2D, MatmulConv2D)) or (isinstance(layer, SparseConv2D) and layer.use_blocks)
 
-    if not any(blocked(layer) for layer in model.layers):
+    if not any(rearranged(layer) for layer in model.layers):
         return model
 
     def plain(layer):
-        if isinstance(layer, BlockConv2D):
+        if isinstance(layer, (BlockConv2D, MatmulConv2D)):
             return keras.layers.Conv2D.from_config(layer.get_config())
         if isinstance(layer, SparseConv2D):
             return SparseConv2D.from_config({**layer.get_config(), "use_blocks": False})

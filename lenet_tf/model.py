@@ -8,6 +8,7 @@ from lenet_tf.layers import (
     BlockConv2D,
     DistancePosterior,
     EuclideanRBF,
+    MatmulConv2D,
     MNISTPreprocessing,
     SparseConv2D,
     TrainableSubsampling,
@@ -65,9 +66,7 @@ def build_lenet5(variant="paper", trainable_centers=False, name=None):
         x = TrainableSubsampling(2, name="S2")(x)
         x = SparseConv2D(5, activation=scaled_tanh, name="C3")(x)
         x = TrainableSubsampling(2, name="S4")(x)
-        x = keras.layers.Conv2D(
-            120, 5, activation=scaled_tanh, kernel_initializer=FanInUniform(), name="C5"
-        )(x)
+        x = MatmulConv2D(120, 5, activation=scaled_tanh, kernel_initializer=FanInUniform(), name="C5")(x)
         x = keras.layers.Flatten(name="flatten")(x)
         x = keras.layers.Dense(
             84, activation=scaled_tanh, kernel_initializer=FanInUniform(), name="F6"
@@ -78,7 +77,7 @@ def build_lenet5(variant="paper", trainable_centers=False, name=None):
         x = keras.layers.MaxPooling2D(2, name="S2")(x)
         x = keras.layers.Conv2D(16, 5, activation="relu", name="C3")(x)
         x = keras.layers.MaxPooling2D(2, name="S4")(x)
-        x = keras.layers.Conv2D(120, 5, activation="relu", name="C5")(x)
+        x = MatmulConv2D(120, 5, activation="relu", name="C5")(x)
         x = keras.layers.Flatten(name="flatten")(x)
         x = keras.layers.Dense(84, activation="relu", name="F6")(x)
         outputs = keras.layers.Dense(10, activation="softmax", name="OUTPUT")(x)

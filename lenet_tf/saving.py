@@ -32,6 +32,7 @@ LENET5_LAYER_CLASSES = frozenset(
         "MNISTPreprocessing",
         "Conv2D",
         "BlockConv2D",
+        "MatmulConv2D",
         "TrainableSubsampling",
         "SparseConv2D",
         "MaxPooling2D",

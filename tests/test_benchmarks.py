@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, command_env, run_cli
 
-from benchmarks import accelerator, recipe_sweep, time_to_accuracy, trainers
+from benchmarks import accelerator, recipe_sweep, step_profile, time_to_accuracy, trainers
 
 
 class ScriptedTrainer:
@@ -217,3 +217,27 @@ def test_recipe_sweep_starts_no_run_after_its_budget(mnist_dir, tmp_path, capsys
     assert status == 0
     assert "budget spent" in printed
     assert out.read_text() == ""
+
+
+def test_step_profile_differentiates_the_input_only_where_asked():
+    import keras
+
+    layer, inputs = keras.layers.Dense(3), np.ones((2, 4), "float32")
+    layer.build(inputs.shape)
+    for input_gradient, gradients in ((False, 2), (True, 3)):  # kernel, bias (, input)
+        _, forward_backward = step_profile.layer_functions(layer, keras.ops.convert_to_tensor(inputs), input_gradient)
+        assert len(forward_backward()) == gradients
+    _, nothing = step_profile.layer_functions(keras.layers.Flatten(), inputs, input_gradient=False)
+    assert nothing is None
+
+
+def test_step_profile_times_every_layer_and_the_whole_step():
+    result = step_profile.profile(batch_size=4, calls=2, repeats=1)
+    rows = {row["layer"]: row for row in result["layers"]}
+    assert list(rows) == ["preprocess", "C1", "S2", "C3", "S4", "C5", "flatten", "F6", "OUTPUT"]
+    assert rows["preprocess"]["forward_backward_ms"] is None  # before the first weights: no gradient
+    assert rows["flatten"]["forward_backward_ms"] > 0  # after C1: its input gradient is on the path
+    assert result["train_step_ms"] > 0 and result["images_per_second"] > 0
+    table = step_profile.markdown({"onednn": True, "profiles": [result, result]})
+    assert all(f"| {name} |" in table for name in rows)
+    assert table.count("batch 4: forward") == 2

@@ -188,6 +188,19 @@ def _outputs_and_gradients(layer, inputs):
     return outputs.numpy(), [gradient.numpy() for gradient in gradients]
 
 
+def _plain_twin(layer, input_shape, shift=0.0):
+    """A `keras.layers.Conv2D` with the configuration and weights of `layer` (a `Conv2D` subclass).
+
+    Both are built for `input_shape`; `shift` is added to every weight first (a bias not 0).
+    """
+    layer.build(input_shape)
+    layer.set_weights([weight + shift for weight in layer.get_weights()])
+    plain = keras.layers.Conv2D.from_config(layer.get_config())
+    plain.build(input_shape)
+    plain.set_weights(layer.get_weights())
+    return plain
+
+
 def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients(onednn):
     onednn(False)  # blocks, wherever the test runs
     inputs = np.random.default_rng(8).normal(size=(3, 14, 14, 6)).astype("float32")
@@ -281,10 +294,7 @@ def test_block_conv_gives_conv2d_outputs_and_gradients(onednn, input_shape, filt
     onednn(False)  # blocks, wherever the test runs
     inputs = np.random.default_rng(6).normal(size=input_shape).astype("float32")
     blocks = BlockConv2D(filters, kernel_size, activation=scaled_tanh)
-    plain = keras.layers.Conv2D(filters, kernel_size, activation=scaled_tanh)
-    blocks.build(input_shape), plain.build(input_shape)
-    blocks.set_weights([weight + 0.1 for weight in blocks.get_weights()])  # a bias that is not 0
-    plain.set_weights(blocks.get_weights())
+    plain = _plain_twin(blocks, input_shape, shift=0.1)
     assert blocks._blocks_apply(input_shape)
     expected, expected_gradients = _outputs_and_gradients(plain, inputs)
     outputs, gradients = _outputs_and_gradients(blocks, inputs)
@@ -298,11 +308,9 @@ def test_block_conv_gives_conv2d_outputs_and_gradients(onednn, input_shape, filt
 def test_block_conv_falls_back_to_conv2d_where_blocks_do_not_fit(input_shape, options):
     from lenet_tf.layers import BlockConv2D
 
-    options = {"kernel_size": 3, **options}
-    blocks, plain = BlockConv2D(2, **options), keras.layers.Conv2D(2, **options)
+    blocks = BlockConv2D(2, **{"kernel_size": 3, **options})
+    plain = _plain_twin(blocks, input_shape)
     inputs = np.random.default_rng(7).normal(size=input_shape).astype("float32")
-    blocks.build(input_shape), plain.build(input_shape)
-    plain.set_weights(blocks.get_weights())
     assert not blocks._blocks_apply(input_shape)
     np.testing.assert_allclose(blocks(inputs), plain(inputs), rtol=1e-6, atol=1e-6)
 
@@ -312,3 +320,37 @@ def test_block_conv_config_round_trip_is_a_conv2d():
 
     clone = _config_round_trip(BlockConv2D(6, 5, activation=scaled_tanh), np.ones((1, 32, 32, 1), "float32"))
     assert isinstance(clone, BlockConv2D) and isinstance(clone, keras.layers.Conv2D)
+
+
+@pytest.mark.parametrize("input_shape, filters, kernel_size", [((3, 5, 5, 16), 120, 5), ((2, 3, 5, 2), 4, (3, 5))])
+def test_matmul_conv_gives_conv2d_outputs_and_gradients_by_one_matrix_product(input_shape, filters, kernel_size):
+    from lenet_tf.layers import MatmulConv2D
+
+    inputs = np.random.default_rng(9).normal(size=input_shape).astype("float32")
+    product = MatmulConv2D(filters, kernel_size, activation=scaled_tanh)
+    plain = _plain_twin(product, input_shape, shift=0.1)
+    ops = _graph_ops(product, inputs)
+    assert "MatMul" in ops and "Conv2D" not in ops, sorted(ops)
+    expected, expected_gradients = _outputs_and_gradients(plain, inputs)
+    outputs, gradients = _outputs_and_gradients(product, inputs)
+    for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
+        np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("input_shape, options", [((1, 7, 7, 2), {}), ((1, 5, 5, 2), {"padding": "same"}),
+                                                  ((1, 5, 5, 2), {"kernel_size": 3, "dilation_rate": 2})])  # fmt: skip
+def test_matmul_conv_falls_back_to_conv2d_where_the_kernel_does_not_cover_the_input(input_shape, options):
+    from lenet_tf.layers import MatmulConv2D
+
+    product = MatmulConv2D(3, **{"kernel_size": 5, **options})
+    plain = _plain_twin(product, input_shape)
+    inputs = np.random.default_rng(10).normal(size=input_shape).astype("float32")
+    assert "Conv2D" in _graph_ops(product, inputs)
+    np.testing.assert_allclose(product(inputs), plain(inputs), rtol=1e-6, atol=1e-6)
+
+
+def test_matmul_conv_config_round_trip_is_a_conv2d():
+    from lenet_tf.layers import MatmulConv2D
+
+    clone = _config_round_trip(MatmulConv2D(120, 5, activation=scaled_tanh), np.ones((1, 5, 5, 16), "float32"))
+    assert isinstance(clone, MatmulConv2D) and isinstance(clone, keras.layers.Conv2D)

@@ -1,6 +1,7 @@
 """Keras layers of LeNet-5 (LeCun et al., 1998)."""
 
 from lenet_tf.layers.block_conv import BlockConv2D
+from lenet_tf.layers.matmul_conv import MatmulConv2D
 from lenet_tf.layers.posterior import DistancePosterior
 from lenet_tf.layers.preprocessing import MNISTPreprocessing
 from lenet_tf.layers.rbf import EuclideanRBF, PaperPrototypes
@@ -13,6 +14,7 @@ __all__ = [
     "EuclideanRBF",
     "LENET5_C3_INPUTS",
     "MNISTPreprocessing",
+    "MatmulConv2D",
     "PaperPrototypes",
     "SparseConv2D",
     "TrainableSubsampling",
