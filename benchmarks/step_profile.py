@@ -78,11 +78,9 @@ def profile_layers(model, images, calls, repeats):
     rows, inputs, weights_before = [], images, False
     for layer in model.layers[1:]:
         forward, forward_backward = layer_functions(layer, inputs, weights_before)
-        rows.append({
-            "layer": layer.name,
-            "forward_ms": median_milliseconds(forward, calls, repeats),
-            "forward_backward_ms": forward_backward and median_milliseconds(forward_backward, calls, repeats),
-        })  # fmt: skip
+        backward_ms = None if forward_backward is None else median_milliseconds(forward_backward, calls, repeats)
+        rows.append({"layer": layer.name, "forward_ms": median_milliseconds(forward, calls, repeats),
+                     "forward_backward_ms": backward_ms})  # fmt: skip
         inputs = forward()
         weights_before = weights_before or bool(layer.trainable_weights)
     return rows
