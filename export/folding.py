@@ -30,9 +30,8 @@ import numpy as np
 
 from lenet_tf.activations import AMPLITUDE, SLOPE, scaled_tanh
 from lenet_tf.layers import (
-    BlockConv2D,
+    CONV2D_REWRITES,
     EuclideanRBF,
-    MatmulConv2D,
     MNISTPreprocessing,
     SparseConv2D,
     TrainableSubsampling,
@@ -200,22 +199,22 @@ def inference_model(model, graph="folded"):
 def plain_convolutions(model):
     """`model` with plain convolutions in place of rearranged ones, and the same weights.
 
-    Each `BlockConv2D` and `MatmulConv2D` becomes the `Conv2D` it computes, and each
-    `SparseConv2D` computes with `use_blocks` off. The 2x2-block rearrangement speeds up
-    training in TensorFlow, but exported it would be six-dimensional reshapes and transposes
+    Each of `CONV2D_REWRITES` (`BlockConv2D`, `MatmulConv2D`) becomes the `Conv2D` it computes,
+    and each `SparseConv2D` computes with `use_blocks` off. The 2x2-block rearrangement speeds
+    up training in TensorFlow, but exported it would be six-dimensional reshapes and transposes
     around the convolution: more operators for every runtime, and ones TensorFlow Lite Micro
     cannot allocate in int8. C5 as a matrix product would export as reshapes around a fully
     connected operator; exported, it stays the convolution every runtime was verified with.
     """
 
     def rearranged(layer):
-        return isinstance(layer, (BlockConv2D, MatmulConv2D)) or (isinstance(layer, SparseConv2D) and layer.use_blocks)
+        return isinstance(layer, CONV2D_REWRITES) or (isinstance(layer, SparseConv2D) and layer.use_blocks)
 
     if not any(rearranged(layer) for layer in model.layers):
         return model
 
     def plain(layer):
-        if isinstance(layer, (BlockConv2D, MatmulConv2D)):
+        if isinstance(layer, CONV2D_REWRITES):
             return keras.layers.Conv2D.from_config(layer.get_config())
         if isinstance(layer, SparseConv2D):
             return SparseConv2D.from_config({**layer.get_config(), "use_blocks": False})

@@ -51,13 +51,37 @@ class BlockConv2D(keras.layers.Conv2D):
 
     def _blocks_apply(self, input_shape):
         return (
-            self.data_format == "channels_last"
-            and self.padding == "valid"
+            is_plain_valid_conv(self)
             and tuple(self.strides) == (1, 1)
-            and tuple(self.dilation_rate) == (1, 1)
-            and self.groups == 1
             and blocks_faster(input_shape, self.kernel_size)
         )
+
+
+def is_plain_valid_conv(layer):
+    """Whether a `Conv2D` is the case a rewrite of its convolution assumes.
+
+    Channels-last data, `"valid"` padding, no dilation and one group: `BlockConv2D` and
+    `MatmulConv2D` compute such a convolution another way, and any other one as `Conv2D` does.
+
+    Args:
+        layer: A `keras.layers.Conv2D`.
+
+    Returns:
+        A bool.
+
+    Example:
+
+    >>> is_plain_valid_conv(keras.layers.Conv2D(6, 5))
+    True
+    >>> is_plain_valid_conv(keras.layers.Conv2D(6, 5, padding="same"))
+    False
+    """
+    return (
+        layer.data_format == "channels_last"
+        and layer.padding == "valid"
+        and tuple(layer.dilation_rate) == (1, 1)
+        and layer.groups == 1
+    )
 
 
 def blocks_faster(input_shape, kernel_shape):

@@ -10,6 +10,8 @@ numbers, and its oneDNN kernels 3.1-3.6x longer (forward and backward,
 import keras
 from keras import ops
 
+from lenet_tf.layers.block_conv import is_plain_valid_conv
+
 
 @keras.saving.register_keras_serializable(package="lenet_tf")
 class MatmulConv2D(keras.layers.Conv2D):
@@ -45,10 +47,4 @@ class MatmulConv2D(keras.layers.Conv2D):
         return ops.reshape(outputs, (-1, 1, 1, kernel.shape[-1]))
 
     def _covers_input(self, input_shape):
-        return (
-            self.data_format == "channels_last"
-            and self.padding == "valid"
-            and tuple(self.dilation_rate) == (1, 1)
-            and self.groups == 1
-            and tuple(input_shape[1:3]) == tuple(self.kernel_size)
-        )
+        return is_plain_valid_conv(self) and tuple(input_shape[1:3]) == tuple(self.kernel_size)

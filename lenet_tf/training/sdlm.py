@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from lenet_tf.layers import BlockConv2D, EuclideanRBF, MatmulConv2D, SparseConv2D, TrainableSubsampling
+from lenet_tf.layers import CONV2D_REWRITES, EuclideanRBF, SparseConv2D, TrainableSubsampling
 from lenet_tf.losses import MAPLoss
 
 PAPER_MU = 0.02
@@ -145,7 +145,7 @@ def _is_weighted(layer):
     """Whether `layer` is a weighted sum + bias + elementwise activation we have a rule for."""
     if isinstance(layer, (TrainableSubsampling, SparseConv2D, keras.layers.Dense)):
         return True
-    if type(layer) in (keras.layers.Conv2D, BlockConv2D, MatmulConv2D):
+    if type(layer) in (keras.layers.Conv2D, *CONV2D_REWRITES):
         return layer.groups == 1 and layer.data_format == "channels_last"
     return False
 
