@@ -1,9 +1,12 @@
 """How a benchmark command reports: its Markdown table on stdout, every figure in `--json`."""
 
+from lenet_tf.commands import base
+
 
 def add_json_argument(parser):
-    """--json FILE, for every benchmark command."""
-    parser.add_argument("--json", metavar="FILE", help="also write every figure to this JSON file")
+    """--json FILE, for every benchmark command; checked before any measurement."""
+    parser.add_argument("--json", metavar="FILE", type=base.output_file,
+                        help="also write every figure to this JSON file")  # fmt: skip
 
 
 def report(table, result, json_path=None):

@@ -17,19 +17,21 @@ Runs, in this order and side by side within each part:
    onnxruntime: batch-1 latency and throughput at batch 1024.
 
 Writes `results.md` (the tables, with the machine they ran on) and `results.json` (every figure)
-into `--out`, atomically, and prints the Markdown. Not part of the test suite: figures on a
+into `--out`, atomically, and prints the Markdown; one line on stderr as each part ends. Not part of the test suite: figures on a
 shared machine vary by tens of percent, so only the ratios measured in one run are compared.
 """
 
 import os
 import platform
+import sys
 import tempfile
+import time
 
 from benchmarks import train_throughput
 from benchmarks.trainers import add_contender_arguments
 from lenet_tf.commands import base
 
-PARTS = ("throughput", "time", "inference")
+PARTS = ("training throughput", "time to accuracy", "inference")
 
 
 def machine():
@@ -61,6 +63,26 @@ def machine_markdown(info):
     return f"Machine: {info['cpu']}, {info['cores']} cores, {gpus}; {versions}."
 
 
+class PartProgress:
+    """One line on stderr as each part ends, on a terminal and in a log file alike.
+
+    >>> progress = PartProgress(stream=sys.stdout)
+    >>> progress.done()  # doctest: +ELLIPSIS
+    part 1/3 (training throughput) done after ... s
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.parts_done = 0
+
+    def done(self):
+        """Prints that the next part of `PARTS` has ended, with the seconds since the start."""
+        part, self.parts_done = PARTS[self.parts_done], self.parts_done + 1
+        seconds = time.perf_counter() - self.start
+        print(f"part {self.parts_done}/{len(PARTS)} ({part}) done after {seconds:.0f} s", file=self.stream, flush=True)
+
+
 def build_parser(prog=None):
     """The parser of `python -m benchmarks.run`."""
     parser = base.ArgumentParser(
@@ -87,8 +109,6 @@ def execute(args):
     """Runs the three parts; writes and prints the report."""
     import pathlib
 
-    import keras
-
     from benchmarks import export_compare, time_to_accuracy
     from lenet_tf.data import load_mnist
     from lenet_tf.files import atomic_path, write_json
@@ -96,24 +116,26 @@ def execute(args):
     from lenet_tf.saving import load_lenet5
 
     out = pathlib.Path(args.out)
+    for name in ("results.md", "results.json"):  # before the hour of measuring, not after
+        base.check_writable(out / name)
     # Decoded here first: a bad folder is reported in one line before any worker starts.
     (x_train, _), (x_test, y_test) = load_mnist(args.data_dir)
-    progress = keras.utils.Progbar(len(PARTS), unit_name="part")
+    progress = PartProgress()
     results = {"machine": machine()}
     results["throughput"] = train_throughput.measure_batch_sizes(args.data_dir, args.batch_sizes, args.images, args.repeats)
-    progress.add(1)
+    progress.done()
     with tempfile.TemporaryDirectory(prefix="benchmarks_") as scratch:
         scratch = pathlib.Path(scratch)
         results["time_to_accuracy"] = time_to_accuracy.measure(
             args.data_dir, batch_size=args.batch_size, epochs=args.epochs, save_dir=scratch
         )
-        progress.add(1)
+        progress.done()
         paper = load_lenet5(scratch / "paper.keras")
         stock = load_lenet5(scratch / "stock.keras", also_allow=STOCK_LAYER_CLASSES)
         results["inference"] = export_compare.compare(
             paper, stock, x_train, x_test, y_test, scratch / "exports", repeats=args.repeats, threads=args.threads
         )
-    progress.add(1)
+    progress.done()
 
     report = "\n\n".join([
         machine_markdown(results["machine"]),

@@ -6,7 +6,6 @@ checks the output path before any slow work, loads the `.keras` file and builds 
 Nothing here imports TensorFlow at module level, so `--help` and a bad flag answer at once.
 """
 
-import os
 import pathlib
 
 from lenet_tf.commands import base
@@ -48,32 +47,6 @@ def export_parser(prog, description, out_metavar, out_help, data_dir_help=NO_MNI
     return parser
 
 
-def check_writable(path, setting="out"):
-    """Fails early, before minutes of work, when `path` cannot be written.
-
-    Args:
-        path: The file or folder an export will create or replace.
-        setting: The setting it came from, for the message.
-
-    Returns:
-        `path` as a `pathlib.Path`.
-
-    Raises:
-        SettingError: The nearest existing folder above `path` is not a writable folder.
-    """
-    from lenet_tf.errors import SettingError
-
-    path = pathlib.Path(path)
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise SettingError(setting, f"{path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SettingError(setting, f"{path}: cannot write in {parent} (permission denied)")
-    return path
-
-
 def load_source(args, artifact_format, quantization="none"):
     """Checks `--out`, loads `--model` and builds the metadata of its export.
 
@@ -90,13 +63,15 @@ def load_source(args, artifact_format, quantization="none"):
 
     Raises:
         SettingError: `--out` cannot be written.
+        OSError: `--out` is something the export must not replace (a folder, for a file).
         ModelFileError: `--model` is not a loadable LeNet-5.
     """
     from export import contract
     from lenet_tf.model import model_variant
     from lenet_tf.saving import load_lenet5
 
-    check_writable(args.out)
+    folder_marker = contract.SAVED_MODEL_FILE if artifact_format == "savedmodel" else None
+    base.check_writable(args.out, folder_marker=folder_marker)
     model = load_lenet5(args.model)
     test_error, origin = contract.recorded_test_error(args.model, model_variant(model))
     metadata = contract.build_metadata(

@@ -28,6 +28,8 @@ QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 PRECISION = {"none": "float32", "float16": "float16", "dynamic": "dynamic", "int8": "int8"}
 # The run file that records a model's test error, beside its `model.keras`.
 RUN_METRICS = "metrics.json"
+# The file that marks a folder as a SavedModel, which a SavedModel export may replace.
+SAVED_MODEL_FILE = "saved_model.pb"
 
 INPUT_CONTRACT = {
     "name": INPUT_NAME,

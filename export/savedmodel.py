@@ -50,7 +50,9 @@ def write_saved_model(model, path, metadata=None, graph="folded"):
 
 
 def export_saved_model(model, out, metadata, graph="folded"):
-    """Writes `model` as a SavedModel folder `out`, replacing any old one only on success.
+    """Writes `model` as a SavedModel folder `out`, replacing an old SavedModel only on success.
+
+    A folder at `out` that holds other files than a SavedModel is left alone: `FileExistsError`.
 
     Args:
         model: The LeNet-5 to export.
@@ -63,10 +65,11 @@ def export_saved_model(model, out, metadata, graph="folded"):
     """
     import pathlib
 
+    from export.contract import SAVED_MODEL_FILE
     from lenet_tf.files import atomic_path
 
     metadata = dict(metadata, format="savedmodel", graph=graph)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, folder_marker=SAVED_MODEL_FILE) as tmp:
         write_saved_model(model, tmp, metadata, graph)
     return pathlib.Path(out)
 

@@ -284,7 +284,7 @@ def execute(args):
     """Writes the `.tflite` file (and the C array) and prints one line about each."""
     check_c_array(args.quantize, args.c_array)
     if args.c_array is not None:
-        cli.check_writable(args.c_array, "c_array")
+        base.check_writable(args.c_array, "c_array")
     model, metadata = cli.load_source(args, "tflite", args.quantize)
     calibration = None
     if args.quantize == "int8":

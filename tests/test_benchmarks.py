@@ -219,6 +219,21 @@ def test_recipe_sweep_starts_no_run_after_its_budget(mnist_dir, tmp_path, capsys
     assert out.read_text() == ""
 
 
+def test_benchmark_outputs_are_checked_before_anything_is_measured(tmp_path, capsys):
+    from benchmarks import run
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "kept.txt").write_text("a user's file")
+    status, _, err = run_cli(step_profile.main, ["--json", results], capsys)
+    assert_one_line_error(status, err, f"--json: {results}: is a folder, not replaced by a file")
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    status, _, err = run_cli(run.main, ["--out", blocker, "--data-dir", tmp_path / "no-mnist"], capsys)
+    assert_one_line_error(status, err, f"--out: {blocker}/results.md: {blocker} is not a folder")
+    assert [path.name for path in results.iterdir()] == ["kept.txt"]
+
+
 def test_step_profile_differentiates_the_input_only_where_asked():
     import keras
 

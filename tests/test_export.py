@@ -587,6 +587,21 @@ def test_export_commands_refuse_bad_input_in_one_line(exported, tmp_path, monkey
     assert sorted(path.name for path in tmp_path.iterdir()) == ["file.txt"]
 
 
+def test_exports_never_replace_a_folder_they_did_not_write(exported, tmp_path, capsys):
+    documents = tmp_path / "documents"
+    documents.mkdir()
+    (documents / "notes.txt").write_text("a user's file")
+    cases = [
+        (savedmodel.main, "is a folder without saved_model.pb, not replaced"),
+        (onnx_export.main, "is a folder, not replaced by a file"),
+        (tflite.main, "is a folder, not replaced by a file"),
+    ]
+    for main, problem in cases:
+        status, _, err = run_cli(main, ["--model", exported.model_path, "--out", documents], capsys)
+        assert_one_line_error(status, err, f"{documents}: {problem}")
+    assert [path.name for path in documents.iterdir()] == ["notes.txt"]
+
+
 @pytest.mark.parametrize("module", [savedmodel, tflite, onnx_export, verify])
 def test_help_describes_each_command_and_whether_it_reads_mnist(module, capsys):
     with pytest.raises(SystemExit) as info:

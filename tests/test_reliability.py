@@ -516,6 +516,29 @@ def test_evaluate_model_refuses_bad_arrays(images, labels, message):
 # --- atomic writes and resource bounds ----------------------------------------------------------
 
 
+def test_an_output_replaces_only_an_earlier_output_of_its_kind(tmp_path):
+    from lenet_tf.files import atomic_path, check_replaceable
+
+    (tmp_path / "old.json").write_text("{}")
+    saved_model, empty, documents = tmp_path / "saved_model", tmp_path / "empty", tmp_path / "documents"
+    for folder in (saved_model, empty, documents):
+        folder.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"graph")
+    (documents / "notes.txt").write_text("a user's file")
+    for path in (tmp_path / "old.json", tmp_path / "new.json"):
+        check_replaceable(path)
+    for folder in (saved_model, empty, tmp_path / "new_folder"):
+        check_replaceable(folder, folder_marker="saved_model.pb")
+    with pytest.raises(IsADirectoryError, match="is a folder, not replaced by a file"):
+        check_replaceable(saved_model)
+    with pytest.raises(FileExistsError, match="is a file, not replaced by a folder"):
+        check_replaceable(tmp_path / "old.json", folder_marker="saved_model.pb")
+    with pytest.raises(FileExistsError, match="is a folder without saved_model.pb, not replaced"):
+        with atomic_path(documents, folder_marker="saved_model.pb") as tmp:
+            tmp.mkdir()
+    assert [path.name for path in documents.iterdir()] == ["notes.txt"]
+
+
 def test_disk_full_while_saving_keeps_the_old_model_and_decodes_mnist_once(
     tmp_path, mnist_dir, monkeypatch, capsys
 ):

@@ -80,6 +80,55 @@ non_negative_float = number_type(float, lambda value: math.isfinite(value) and v
 seed = number_type(int, lambda value: 0 <= value < 2**32, "an integer in [0, 2**32)")
 
 
+def check_writable(path, setting="out", folder_marker=None):
+    """Fails early, before minutes of work, when `path` cannot be written or must not be replaced.
+
+    Args:
+        path: The file or folder a command will create or replace.
+        setting: The setting it came from, for the message.
+        folder_marker: For a folder output, the file marking a folder the command may replace
+            (`lenet_tf.files.check_replaceable`); None for a file output.
+
+    Returns:
+        `path` as a `pathlib.Path`.
+
+    Raises:
+        SettingError: The nearest existing folder above `path` is not a writable folder.
+        OSError: `path` holds something its output must not replace (a folder, for a file).
+    """
+    import pathlib
+
+    from lenet_tf.errors import SettingError
+    from lenet_tf.files import check_replaceable
+
+    path = pathlib.Path(path)
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SettingError(setting, f"{path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SettingError(setting, f"{path}: cannot write in {parent} (permission denied)")
+    check_replaceable(path, folder_marker)
+    return path
+
+
+def output_file(text):
+    """An argparse `type` for a file a command writes: checked by `check_writable` at once.
+
+    >>> output_file(tempfile.mkdtemp() + "/figures.json").name
+    'figures.json'
+    """
+    from lenet_tf.errors import SettingError
+
+    try:
+        return check_writable(text)
+    except SettingError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+    except OSError as err:
+        raise argparse.ArgumentTypeError(f"{err.filename}: {err.strerror}") from None
+
+
 def add_verbose_argument(parser):
     """Adds `--verbose`: show the dependencies' own logs (TensorFlow start-up, converters)."""
     parser.add_argument(
