@@ -40,7 +40,7 @@ def build_torch_lenet():
 
 
 def onecycle_factor(step, total_steps):
-    """`lenet_tf`'s one-cycle schedule as a multiple of the peak, as Keras' `CosineDecay` computes it.
+    """`lenet_tf`'s one-cycle schedule as a multiple of the peak, as `WarmupCosineDecay` computes it.
 
     A linear warm-up from `WARMUP_START_FACTOR` of the peak over the first `WARMUP_FRACTION` of
     the steps, then a cosine decay to 0 (`lenet_tf.training.recipes.learning_rate_schedule`).

@@ -18,7 +18,10 @@ import keras
 import numpy as np
 
 from lenet_tf.errors import ModelFileError
+from lenet_tf.losses import MAPLoss
+from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import PAPER_LAYERS
+from lenet_tf.schedules import WarmupCosineDecay
 
 # A LeNet-5 .keras file is about 0.3 MB; refuse anything whose members would unpack to more.
 MAX_UNCOMPRESSED_BYTES = 64 * 2**20
@@ -41,6 +44,8 @@ LENET5_LAYER_CLASSES = frozenset(
         "EuclideanRBF",
     }
 )
+# What a saved training configuration (`compile_lenet5`'s) names besides Keras's own classes.
+COMPILE_OBJECTS = {cls.__name__: cls for cls in (MAPLoss, NearestPrototypeAccuracy, WarmupCosineDecay)}
 _MODEL_CLASSES = frozenset({"Functional", "Model"})
 # Markers Keras writes for tensors and plain values; `__lambda__` (bytecode) is not among them.
 _VALUE_MARKERS = frozenset(
@@ -136,9 +141,10 @@ def _read_config(path):
 def load_lenet5(path, compile=False, also_allow=()):
     """Loads a LeNet-5 saved by lenet-tf, refusing anything else.
 
-    Importing this module registers the package's layers, loss and metric (through
-    `lenet_tf.model`). Before Keras reads the file, its configuration is checked as plain JSON
-    (see the module docstring): a `Lambda` layer, a class that is neither Keras's nor
+    Importing this module registers the package's layers (through `lenet_tf.model`); its loss,
+    metric and learning-rate schedule, which a training configuration names, are passed to
+    Keras for `compile=True`. Before Keras reads the file, its configuration is checked as plain
+    JSON (see the module docstring): a `Lambda` layer, a class that is neither Keras's nor
     lenet-tf's, or a layer a LeNet-5 does not have is refused. Keras then loads it with
     `safe_mode=True`.
 
@@ -170,7 +176,7 @@ def load_lenet5(path, compile=False, also_allow=()):
     if refusal:
         raise ModelFileError(f"{path}: {refusal}")
     try:
-        model = keras.saving.load_model(path, compile=compile, safe_mode=True)
+        model = keras.saving.load_model(path, compile=compile, safe_mode=True, custom_objects=COMPILE_OBJECTS)
     except Exception as err:  # Keras raises many types for a bad archive; all mean the same.
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelFileError(f"{path}: cannot be loaded as a Keras model: {reason}") from err

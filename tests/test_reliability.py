@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, command_env, run_cli
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -149,6 +149,28 @@ def test_good_untrained_model_loads(models):
     from lenet_tf.saving import load_lenet5
 
     assert load_lenet5(models["good"]).name == "lenet5_paper"
+
+
+def test_a_compiled_model_loads_with_its_loss_metric_and_schedule_in_a_fresh_process(tmp_path):
+    from lenet_tf.model import build_lenet5
+    from lenet_tf.training import TrainConfig
+    from lenet_tf.training.recipes import compile_lenet5
+
+    model = build_lenet5("paper")
+    compile_lenet5(model, TrainConfig(recipe="fast"), steps_per_epoch=100)
+    model.optimizer.build(model.trainable_variables)  # as after training: its state is saved too
+    model.save(tmp_path / "compiled.keras")
+    # A fresh process: only what importing `lenet_tf.saving` registers is known there.
+    script = (
+        "import sys; from lenet_tf.saving import load_lenet5; "
+        "m = load_lenet5(sys.argv[1], compile=True); "
+        "print(type(m.loss).__name__, type(m.optimizer._learning_rate).__name__, m.optimizer._learning_rate.get_config())"
+    )
+    result = subprocess.run([sys.executable, "-c", script, tmp_path / "compiled.keras"],
+                            env=command_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    schedule = {"peak": 8e-3, "warmup_steps": 120, "decay_steps": 480, "start_factor": 0.04}
+    assert result.stdout.strip() == f"MAPLoss WarmupCosineDecay {schedule}"
 
 
 def test_the_config_check_refuses_before_keras_reads_anything(models):

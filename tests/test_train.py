@@ -381,6 +381,21 @@ def test_onecycle_warms_up_to_the_peak_then_decays_to_zero():
     assert np.all(np.diff(rates[:11]) > 0) and np.all(np.diff(rates[10:]) < 0) and rates[-1] == pytest.approx(0)
 
 
+def test_onecycle_rates_are_keras_warmup_cosine_decay_traced_without_a_conditional():
+    import keras
+    import tensorflow as tf
+
+    from lenet_tf.schedules import WarmupCosineDecay
+
+    ours = WarmupCosineDecay(8e-3, warmup_steps=60, decay_steps=240, start_factor=0.04)
+    reference = keras.optimizers.schedules.CosineDecay(8e-3 * 0.04, 240, warmup_target=8e-3, warmup_steps=60)
+    steps = range(0, 321, 7)
+    np.testing.assert_allclose([float(ours(s)) for s in steps], [float(reference(s)) for s in steps], atol=1e-9)
+    traced = tf.function(ours).get_concrete_function(tf.TensorSpec([], tf.int64))
+    assert not {op.type for op in traced.graph.get_operations()} & {"If", "StatelessIf"}
+    assert WarmupCosineDecay.from_config(ours.get_config()).get_config() == ours.get_config()
+
+
 def test_two_epochs_of_the_fast_recipe_on_a_fifth_of_mnist_beat_a_low_bar(mnist_dir, tmp_path):
     from lenet_tf.training import TrainConfig, train
 

@@ -18,6 +18,7 @@ import keras
 from lenet_tf.losses import MAPLoss
 from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import model_variant
+from lenet_tf.schedules import WarmupCosineDecay
 
 # The paper's global learning rate per pass (section III.B), as multiples of its first value
 # 0.0005: passes 1-2, 3-5, 6-8, 9-12, then 13 on.
@@ -42,8 +43,9 @@ def learning_rate_schedule(config, steps_per_epoch):
         steps_per_epoch: Training steps per epoch.
 
     Returns:
-        A float for `schedule="constant"`, else a `keras.optimizers.schedules.LearningRateSchedule`
-        (`CosineDecay`, with its linear warm-up for `"onecycle"`, or `PiecewiseConstantDecay`).
+        A float for `schedule="constant"`, else a `keras.optimizers.schedules.LearningRateSchedule`:
+        `CosineDecay`, `lenet_tf.schedules.WarmupCosineDecay` for `"onecycle"`, or
+        `PiecewiseConstantDecay`.
     """
     learning_rate = config.initial_learning_rate()
     if config.schedule == "constant":
@@ -53,12 +55,7 @@ def learning_rate_schedule(config, steps_per_epoch):
         return keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
     if config.schedule == "onecycle":
         warmup_steps = round(WARMUP_FRACTION * total_steps)
-        return keras.optimizers.schedules.CosineDecay(
-            learning_rate * WARMUP_START_FACTOR,
-            decay_steps=total_steps - warmup_steps,
-            warmup_target=learning_rate,
-            warmup_steps=warmup_steps,
-        )
+        return WarmupCosineDecay(learning_rate, warmup_steps, total_steps - warmup_steps, WARMUP_START_FACTOR)
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         [boundary * steps_per_epoch for boundary in PAPER_SCHEDULE_BOUNDARIES],
         [learning_rate * factor for factor in PAPER_SCHEDULE_FACTORS],
