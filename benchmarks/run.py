@@ -17,8 +17,9 @@ Runs, in this order and side by side within each part:
    onnxruntime: batch-1 latency and throughput at batch 1024.
 
 Writes `results.md` (the tables, with the machine they ran on) and `results.json` (every figure)
-into `--out`, atomically, and prints the Markdown; one line on stderr as each part ends. Not part of the test suite: figures on a
-shared machine vary by tens of percent, so only the ratios measured in one run are compared.
+into `--out`, atomically, and prints the Markdown; one line on stderr as each part ends. Not
+part of the test suite: figures on a shared machine vary by tens of percent, so only the ratios
+measured in one run are compared.
 """
 
 import os
@@ -116,7 +117,7 @@ def execute(args):
     from lenet_tf.saving import load_lenet5
 
     out = pathlib.Path(args.out)
-    for name in ("results.md", "results.json"):  # before the hour of measuring, not after
+    for name in ("results.md", "results.json"):  # checked before the measuring, not after it
         base.check_writable(out / name)
     # Decoded here first: a bad folder is reported in one line before any worker starts.
     (x_train, _), (x_test, y_test) = load_mnist(args.data_dir)
