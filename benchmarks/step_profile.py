@@ -131,7 +131,6 @@ def profile(batch_size, calls=200, repeats=5, seed=0):
     labels = tf.constant(rng.integers(0, 10, batch_size), dtype="int32")
     model = build_lenet5("paper")
     compile_lenet5(model, TrainConfig(recipe="fast", batch_size=batch_size), steps_per_epoch=60_000 // batch_size)
-    model.optimizer.build(model.trainable_variables)
     model_and_loss, steps = model_and_step_functions(model, images, labels)
     step_ms = median_milliseconds(steps, max(1, calls // STEPS_PER_CALL), repeats) / STEPS_PER_CALL
     return {

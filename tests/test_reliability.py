@@ -158,7 +158,6 @@ def test_a_compiled_model_loads_with_its_loss_metric_and_schedule_in_a_fresh_pro
 
     model = build_lenet5("paper")
     compile_lenet5(model, TrainConfig(recipe="fast"), steps_per_epoch=100)
-    model.optimizer.build(model.trainable_variables)  # as after training: its state is saved too
     model.save(tmp_path / "compiled.keras")
     # A fresh process: only what importing `lenet_tf.saving` registers is known there.
     script = (

@@ -396,6 +396,18 @@ def test_onecycle_rates_are_keras_warmup_cosine_decay_traced_without_a_condition
     assert WarmupCosineDecay.from_config(ours.get_config()).get_config() == ours.get_config()
 
 
+def test_compiling_builds_the_optimizer_before_fit_traces_anything():
+    from lenet_tf.model import build_lenet5
+    from lenet_tf.training import TrainConfig
+    from lenet_tf.training.recipes import compile_lenet5
+
+    model = build_lenet5("paper")
+    compile_lenet5(model, TrainConfig(recipe="fast"), steps_per_epoch=10)
+    assert model.optimizer.built
+    # The step counter, then AdamW's two moments and the weight average of every trainable variable.
+    assert len(model.optimizer.variables) == 1 + 3 * len(model.trainable_variables)
+
+
 def test_two_epochs_of_the_fast_recipe_on_a_fifth_of_mnist_beat_a_low_bar(mnist_dir, tmp_path):
     from lenet_tf.training import TrainConfig, train
 

@@ -159,8 +159,7 @@ def _build_model(config, steps, on_gpu):
 
 def _restore(model, weights, epoch, steps, folder):
     """Loads a backup's weights and optimizer state; checks it holds `epoch` epochs of steps."""
-    model.optimizer.build(model.trainable_variables)  # its variables must exist to be loaded
-    model.load_weights(weights)
+    model.load_weights(weights)  # into the optimizer variables `compile_lenet5` built
     restored_steps = int(np.asarray(model.optimizer.iterations.numpy()))
     if restored_steps != epoch * steps:
         raise RunFolderError(

@@ -123,7 +123,8 @@ def compile_lenet5(model, config, steps_per_epoch, jit_compile=False, steps_per_
     """Compiles `model` with `config`'s optimizer and the loss and accuracy its variant needs.
 
     The paper variant trains on the MAP loss over its RBF distances and measures the nearest
-    prototype; the modern variant uses cross-entropy over its softmax.
+    prototype; the modern variant uses cross-entropy over its softmax. The optimizer is built
+    on the model's trainable variables.
 
     Args:
         model: A model from `build_lenet5`.
@@ -146,3 +147,7 @@ def compile_lenet5(model, config, steps_per_epoch, jit_compile=False, steps_per_
         or effective_steps_per_execution(steps_per_epoch, config.steps_per_execution),
         jit_compile=jit_compile,
     )
+    # The optimizer's variables (moments, weight average) are created here, eagerly. Left to
+    # `fit`, they are created inside its first trace, each initializer behind a traced `cond`:
+    # about 2 s more start-up on two cores (docs/performance.md). A resumed run loads into them.
+    model.optimizer.build(model.trainable_variables)
