@@ -108,7 +108,6 @@ def _fit_with_scan(model, x, y, config, seed):
     batch_size = config.batch_size
     optimizer = model.optimizer
     model.evaluate(x[:batch_size], y[:batch_size], verbose=0)  # builds the loss and the metrics
-    optimizer.build(model.trainable_variables)
     owners = (model.trainable_variables, model.non_trainable_variables, optimizer.variables, model.metrics_variables)
     state = tuple([variable.value for variable in variables] for variables in owners)
 
