@@ -3,7 +3,7 @@
 Usage:
 
     python -m benchmarks.step_profile [--batch-sizes 64 128] [--calls 200] [--repeats 5] \
-        [--json FILE]
+        [--jit-compile off|on|both] [--json FILE]
 
 Runs on TensorFlow's oneDNN kernels unless `TF_ENABLE_ONEDNN_OPTS` says otherwise, as
 `lenet-tf train` does (with `TF_ENABLE_ONEDNN_OPTS=0`, C1 and C3 run on 2x2 blocks: the profile of
@@ -17,10 +17,15 @@ the values), each a median of `--repeats` x `--calls` calls:
 - the whole training step (`model.train_step`: the `fast` recipe's AdamW and weight average),
   20 steps per call.
 
+With `--jit-compile on` every one of these functions is compiled by XLA (`both`: each batch size
+without, then with): where XLA wins, layer by layer, and what it does to the whole step
+(`lenet-tf train --jit-compile on`).
+
 Not part of the test suite: `docs/performance.md#where-a-training-step-goes` has the figures
 with the machine they ran on.
 """
 
+import functools
 import statistics
 import time
 
@@ -28,6 +33,7 @@ from benchmarks.output import add_json_argument, report
 from lenet_tf.commands import base
 
 STEPS_PER_CALL = 20
+JIT_COMPILE = {"off": (False,), "on": (True,), "both": (False, True)}  # --jit-compile: the profiles of a batch size
 
 
 def median_milliseconds(function, calls, repeats):
@@ -45,19 +51,20 @@ def median_milliseconds(function, calls, repeats):
     return statistics.median(times)
 
 
-def layer_functions(layer, inputs, input_gradient):
+def layer_functions(layer, inputs, input_gradient, jit_compile=False):
     """`(forward, forward_backward)`: `layer` on `inputs` as two `tf.function`s without arguments.
 
     `forward_backward` returns the gradients of a scalar of the outputs with respect to the
     layer's weights and, with `input_gradient`, its input; it is None when there are neither.
+    With `jit_compile`, XLA compiles both.
     """
     import tensorflow as tf
 
-    forward = tf.function(lambda: layer(inputs, training=True))
+    forward = tf.function(lambda: layer(inputs, training=True), jit_compile=jit_compile)
     if not (layer.trainable_weights or input_gradient):
         return forward, None
 
-    @tf.function
+    @functools.partial(tf.function, jit_compile=jit_compile)
     def forward_backward():
         with tf.GradientTape() as tape:
             if input_gradient:
@@ -70,14 +77,14 @@ def layer_functions(layer, inputs, input_gradient):
     return forward, forward_backward
 
 
-def profile_layers(model, images, calls, repeats):
+def profile_layers(model, images, calls, repeats, jit_compile=False):
     """`[{"layer", "forward_ms", "forward_backward_ms"}]` for each layer of `model` after its input.
 
     `forward_backward_ms` is None for a layer with nothing to differentiate (the preprocessing).
     """
     rows, inputs, weights_before = [], images, False
     for layer in model.layers[1:]:
-        forward, forward_backward = layer_functions(layer, inputs, weights_before)
+        forward, forward_backward = layer_functions(layer, inputs, weights_before, jit_compile)
         backward_ms = None if forward_backward is None else median_milliseconds(forward_backward, calls, repeats)
         rows.append({"layer": layer.name, "forward_ms": median_milliseconds(forward, calls, repeats),
                      "forward_backward_ms": backward_ms})  # fmt: skip
@@ -86,17 +93,22 @@ def profile_layers(model, images, calls, repeats):
     return rows
 
 
-def model_and_step_functions(model, images, labels):
-    """`(model_and_loss, steps)`: the model and its loss forward and backward; `STEPS_PER_CALL` steps."""
+def model_and_step_functions(model, images, labels, jit_compile=False):
+    """`(model_and_loss, steps)`: the model and its loss forward and backward; `STEPS_PER_CALL` steps.
+
+    With `jit_compile`, XLA compiles both.
+    """
     import tensorflow as tf
 
-    @tf.function
+    compiled = functools.partial(tf.function, jit_compile=jit_compile)
+
+    @compiled
     def model_and_loss():
         with tf.GradientTape() as tape:
             loss = model.loss(labels, model(images, training=True))
         return tape.gradient(loss, model.trainable_weights)
 
-    @tf.function
+    @compiled
     def steps():
         for _ in tf.range(STEPS_PER_CALL):
             model.train_step((images, labels))
@@ -104,7 +116,7 @@ def model_and_step_functions(model, images, labels):
     return model_and_loss, steps
 
 
-def profile(batch_size, calls=200, repeats=5, seed=0):
+def profile(batch_size, calls=200, repeats=5, seed=0, jit_compile=False):
     """Milliseconds of a call, of each layer, of the model and loss and of a training step.
 
     Args:
@@ -112,10 +124,11 @@ def profile(batch_size, calls=200, repeats=5, seed=0):
         calls: Calls per measurement.
         repeats: Measurements; the median is reported.
         seed: Seed of the weights and the random pixels.
+        jit_compile: Compile every timed function with XLA, the empty call included.
 
     Returns:
-        `{"batch_size", "call_ms", "layers", "model_and_loss_ms", "train_step_ms",
-        "images_per_second"}`, `layers` as `profile_layers` gives them.
+        `{"batch_size", "jit_compile", "call_ms", "layers", "model_and_loss_ms",
+        "train_step_ms", "images_per_second"}`, `layers` as `profile_layers` gives them.
     """
     import keras
     import numpy as np
@@ -131,12 +144,14 @@ def profile(batch_size, calls=200, repeats=5, seed=0):
     labels = tf.constant(rng.integers(0, 10, batch_size), dtype="int32")
     model = build_lenet5("paper")
     compile_lenet5(model, TrainConfig(recipe="fast", batch_size=batch_size), steps_per_epoch=60_000 // batch_size)
-    model_and_loss, steps = model_and_step_functions(model, images, labels)
+    model_and_loss, steps = model_and_step_functions(model, images, labels, jit_compile)
     step_ms = median_milliseconds(steps, max(1, calls // STEPS_PER_CALL), repeats) / STEPS_PER_CALL
+    empty_call = tf.function(lambda: tf.constant(0.0), jit_compile=jit_compile)
     return {
         "batch_size": batch_size,
-        "call_ms": median_milliseconds(tf.function(lambda: tf.constant(0.0)), calls, repeats),
-        "layers": profile_layers(model, images, calls, repeats),
+        "jit_compile": jit_compile,
+        "call_ms": median_milliseconds(empty_call, calls, repeats),
+        "layers": profile_layers(model, images, calls, repeats, jit_compile),
         "model_and_loss_ms": median_milliseconds(model_and_loss, calls, repeats),
         "train_step_ms": step_ms,
         "images_per_second": batch_size / step_ms * 1e3,
@@ -144,9 +159,12 @@ def profile(batch_size, calls=200, repeats=5, seed=0):
 
 
 def markdown(result):
-    """The profiles as one Markdown table: a forward and a forward-and-backward column per batch size."""
+    """The profiles as one Markdown table: a forward and a forward-and-backward column per profile."""
     profiles = result["profiles"]
-    header = "".join(f" batch {p['batch_size']}: forward | forward + backward |" for p in profiles)
+    header = "".join(
+        f" batch {p['batch_size']}{', XLA' if p['jit_compile'] else ''}: forward | forward + backward |"
+        for p in profiles
+    )
     lines = [f"oneDNN {'on' if result['onednn'] else 'off'}; milliseconds, median of the repeats", "",
              f"| layer |{header}", "|---|" + "---:|---:|" * len(profiles)]  # fmt: skip
 
@@ -176,6 +194,9 @@ def build_parser(prog=None):
                         help="calls per measurement (default: 200)")  # fmt: skip
     parser.add_argument("--repeats", type=base.positive_int, default=5, metavar="N",
                         help="measurements; the median is reported (default: 5)")  # fmt: skip
+    parser.add_argument("--jit-compile", choices=tuple(JIT_COMPILE), default="off",
+                        help="compile every timed function with XLA: off, on, or both (each batch size "
+                             "without, then with; default: off)")  # fmt: skip
     add_json_argument(parser)
     base.add_verbose_argument(parser)
     return parser
@@ -186,7 +207,11 @@ def execute(args):
     base.prefer_onednn()  # as `lenet-tf train` runs
     from lenet_tf.layers.block_conv import onednn_enabled
 
-    profiles = [profile(batch_size, args.calls, args.repeats) for batch_size in args.batch_sizes]
+    profiles = [
+        profile(batch_size, args.calls, args.repeats, jit_compile=jit_compile)
+        for batch_size in args.batch_sizes
+        for jit_compile in JIT_COMPILE[args.jit_compile]
+    ]
     result = {"onednn": onednn_enabled(), "profiles": profiles}
     report(markdown(result), result, args.json)
 

@@ -253,6 +253,19 @@ def test_step_profile_times_every_layer_and_the_whole_step():
     assert rows["preprocess"]["forward_backward_ms"] is None  # before the first weights: no gradient
     assert rows["flatten"]["forward_backward_ms"] > 0  # after C1: its input gradient is on the path
     assert result["train_step_ms"] > 0 and result["images_per_second"] > 0
-    table = step_profile.markdown({"onednn": True, "profiles": [result, result]})
+    assert result["jit_compile"] is False
+    table = step_profile.markdown({"onednn": True, "profiles": [result, dict(result, jit_compile=True)]})
     assert all(f"| {name} |" in table for name in rows)
-    assert table.count("batch 4: forward") == 2
+    assert table.count("batch 4: forward") == 1 and table.count("batch 4, XLA: forward") == 1
+
+
+def test_step_profile_compiles_every_timed_function_with_xla_only_when_asked():
+    import keras
+
+    layer, inputs = keras.layers.Dense(3), keras.ops.ones((2, 4))
+    layer.build(inputs.shape)
+    for jit_compile in (False, True):
+        functions = step_profile.layer_functions(layer, inputs, True, jit_compile)
+        for function in functions:
+            attributes = function.get_concrete_function().function_def.attr
+            assert ("_XlaMustCompile" in attributes and attributes["_XlaMustCompile"].b) is jit_compile
