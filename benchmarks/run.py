@@ -35,18 +35,35 @@ from lenet_tf.commands import base
 PARTS = ("training throughput", "time to accuracy", "inference")
 
 
+# The vector instructions that decide which kernels run: TensorFlow turns oneDNN on by default
+# only with AVX-512 VNNI, BF16 or AMX; int8 and bfloat16 have fast kernels only with them.
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description(cpuinfo):
+    """The CPU model and its `CPU_FEATURES`, from the text of `/proc/cpuinfo`.
+
+    >>> cpu_description("model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512f\n")
+    'AMD EPYC (avx2 fma avx512f)'
+    """
+    fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    features = " ".join(name for name in CPU_FEATURES if name in flags) or "no AVX2"
+    return f"{fields.get('model name', platform.processor() or platform.machine())} ({features})"
+
+
 def machine():
-    """What the figures ran on: CPU model and count, Python and the library versions."""
+    """What the figures ran on: CPU model, features and count, Python and the library versions."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+            cpu = cpu_description(info.read())
+    except OSError:
+        cpu = platform.processor() or platform.machine()
     versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
                 "numpy": np.__version__}  # fmt: skip
     for name, module in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("ai-edge-litert", "ai_edge_litert")):

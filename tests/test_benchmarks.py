@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, command_env, run_cli
 
-from benchmarks import accelerator, recipe_sweep, step_profile, time_to_accuracy, trainers
+from benchmarks import accelerator, recipe_sweep, run, step_profile, time_to_accuracy, trainers
 
 
 class ScriptedTrainer:
@@ -217,6 +217,17 @@ def test_recipe_sweep_starts_no_run_after_its_budget(mnist_dir, tmp_path, capsys
     assert status == 0
     assert "budget spent" in printed
     assert out.read_text() == ""
+
+
+def test_machine_line_names_the_vector_instructions_that_pick_the_kernels():
+    # Two hosts of one model name, one with AVX-512 VNNI and BF16 (oneDNN on by default), one
+    # without: the results must tell them apart.
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 {}\n"
+    assert run.cpu_description(cpuinfo.format("avx2 fma")) == "AMD EPYC (avx2 fma)"
+    assert run.cpu_description(cpuinfo.format("fma avx2 avx512f avx512_bf16 avx512_vnni")) == (
+        "AMD EPYC (avx2 fma avx512f avx512_vnni avx512_bf16)"
+    )
+    assert run.cpu_description(cpuinfo.format("sse4_2")) == "AMD EPYC (no AVX2)"
 
 
 def test_benchmark_outputs_are_checked_before_anything_is_measured(tmp_path, capsys):
