@@ -231,8 +231,6 @@ def test_machine_line_names_the_vector_instructions_that_pick_the_kernels():
 
 
 def test_benchmark_outputs_are_checked_before_anything_is_measured(tmp_path, capsys):
-    from benchmarks import run
-
     results = tmp_path / "results"
     results.mkdir()
     (results / "kept.txt").write_text("a user's file")
