@@ -41,16 +41,19 @@ CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf1
 
 
 def cpu_description(cpuinfo):
-    """The CPU model and its `CPU_FEATURES`, from the text of `/proc/cpuinfo`.
+    r"""The CPU model and its `CPU_FEATURES`, from the text of `/proc/cpuinfo` ("" if there is none).
 
     >>> cpu_description("model name\t: AMD EPYC\nflags\t\t: fpu avx2 fma avx512f\n")
     'AMD EPYC (avx2 fma avx512f)'
     """
     fields = dict(line.split(":", 1) for line in cpuinfo.splitlines() if ":" in line)
     fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    if "flags" not in fields:  # no /proc/cpuinfo, or a CPU that lists no x86 flags
+        return model
+    flags = set(fields["flags"].split())
     features = " ".join(name for name in CPU_FEATURES if name in flags) or "no AVX2"
-    return f"{fields.get('model name', platform.processor() or platform.machine())} ({features})"
+    return f"{model} ({features})"
 
 
 def machine():
@@ -61,9 +64,9 @@ def machine():
 
     try:
         with open("/proc/cpuinfo") as info:
-            cpu = cpu_description(info.read())
+            cpuinfo = info.read()
     except OSError:
-        cpu = platform.processor() or platform.machine()
+        cpuinfo = ""
     versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
                 "numpy": np.__version__}  # fmt: skip
     for name, module in (("torch", "torch"), ("onnxruntime", "onnxruntime"), ("ai-edge-litert", "ai_edge_litert")):
@@ -72,7 +75,7 @@ def machine():
         except (ImportError, AttributeError):
             continue
     gpus = [device.name for device in tf.config.list_physical_devices("GPU")]
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpus": gpus, "versions": versions}
+    return {"cpu": cpu_description(cpuinfo), "cores": os.cpu_count(), "gpus": gpus, "versions": versions}
 
 
 def machine_markdown(info):
