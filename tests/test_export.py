@@ -237,6 +237,19 @@ def test_int8_input_quantization_makes_pixel_minus_128_exact(exported):
     np.testing.assert_array_equal(inference.quantize(pixels, 1.0, -128, np.int8), (pixels - 128).astype(np.int8))
 
 
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8])
+def test_quantized_runtimes_convert_pixels_and_outputs_exactly_as_quantize_and_dequantize(dtype):
+    pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
+    outputs = np.arange(256, dtype=np.uint8).view(dtype)  # every value of the output dtype
+    for scale, zero_point in ((1.0, -128), (0.37, 5), (1 / 255, 0)):
+        for integer_pixels in (pixels, pixels.astype(np.int64)):
+            converted = inference._to_input(integer_pixels, np.dtype(dtype), (scale, zero_point))
+            np.testing.assert_array_equal(converted, inference.quantize(pixels, scale, zero_point, dtype))
+        probabilities = inference._from_output(outputs, (scale, zero_point))
+        assert probabilities.dtype == np.float32
+        np.testing.assert_array_equal(probabilities, inference.dequantize(outputs, scale, zero_point))
+
 def test_runtimes_take_uint8_float_and_single_images_alike(exported, test_images):
     images = test_images[0][:8]
     for name in ("none", "int8", "onnx"):
