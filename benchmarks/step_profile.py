@@ -3,7 +3,7 @@
 Usage:
 
     python -m benchmarks.step_profile [--batch-sizes 64 128] [--calls 200] [--repeats 5] \
-        [--jit-compile off|on|both] [--json FILE]
+        [--jit-compile off|on|both] [--models paper stock] [--json FILE]
 
 Runs on TensorFlow's oneDNN kernels unless `TF_ENABLE_ONEDNN_OPTS` says otherwise, as
 `lenet-tf train` does (with `TF_ENABLE_ONEDNN_OPTS=0`, C1 and C3 run on 2x2 blocks: the profile of
@@ -13,9 +13,12 @@ the values), each a median of `--repeats` x `--calls` calls:
 - an empty `tf.function`: what every call costs, and so is in every row below;
 - each layer alone in its own `tf.function`: forward, then forward and backward (the gradients
   of its weights, and of its input where a layer before it has weights: C1's input needs none);
-- the whole model and the MAP loss, forward and backward, in one `tf.function`;
+- the whole model and its loss, forward and backward, in one `tf.function`;
 - the whole training step (`model.train_step`: the `fast` recipe's AdamW and weight average),
   20 steps per call.
+
+`--models paper stock` profiles the stock-Keras LeNet (`benchmarks.stock_lenet`, cross-entropy,
+the same recipe) too, layer by layer beside the paper model: its layers have the same names.
 
 With `--jit-compile on` every one of these functions is compiled by XLA (`both`: each batch size
 without, then with): where XLA wins, layer by layer, and what it does to the whole step
@@ -34,6 +37,7 @@ from lenet_tf.commands import base
 
 STEPS_PER_CALL = 20
 JIT_COMPILE = {"off": (False,), "on": (True,), "both": (False, True)}  # --jit-compile: the profiles of a batch size
+MODELS = ("paper", "stock")
 
 
 def median_milliseconds(function, calls, repeats):
@@ -94,7 +98,7 @@ def profile_layers(model, images, calls, repeats, jit_compile=False):
 
 
 def model_and_step_functions(model, images, labels, jit_compile=False):
-    """`(model_and_loss, steps)`: the model and its loss forward and backward; `STEPS_PER_CALL` steps.
+    """`(model_and_loss, steps)`: the model and its compiled loss forward and backward; `STEPS_PER_CALL` steps.
 
     With `jit_compile`, XLA compiles both.
     """
@@ -105,7 +109,7 @@ def model_and_step_functions(model, images, labels, jit_compile=False):
     @compiled
     def model_and_loss():
         with tf.GradientTape() as tape:
-            loss = model.loss(labels, model(images, training=True))
+            loss = model.compute_loss(images, labels, model(images, training=True))
         return tape.gradient(loss, model.trainable_weights)
 
     @compiled
@@ -116,7 +120,7 @@ def model_and_step_functions(model, images, labels, jit_compile=False):
     return model_and_loss, steps
 
 
-def profile(batch_size, calls=200, repeats=5, seed=0, jit_compile=False):
+def profile(batch_size, calls=200, repeats=5, seed=0, jit_compile=False, model_name="paper"):
     """Milliseconds of a call, of each layer, of the model and loss and of a training step.
 
     Args:
@@ -125,29 +129,32 @@ def profile(batch_size, calls=200, repeats=5, seed=0, jit_compile=False):
         repeats: Measurements; the median is reported.
         seed: Seed of the weights and the random pixels.
         jit_compile: Compile every timed function with XLA, the empty call included.
+        model_name: `"paper"`, or `"stock"` for the stock-Keras LeNet.
 
     Returns:
-        `{"batch_size", "jit_compile", "call_ms", "layers", "model_and_loss_ms",
-        "train_step_ms", "images_per_second"}`, `layers` as `profile_layers` gives them.
+        `{"model", "trainable_parameters", "batch_size", "jit_compile", "call_ms", "layers",
+        "model_and_loss_ms", "train_step_ms", "images_per_second"}`, `layers` as `profile_layers` gives them.
     """
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from lenet_tf.model import build_lenet5
+    from benchmarks.trainers import compiled_keras_contender
     from lenet_tf.training.config import TrainConfig
-    from lenet_tf.training.recipes import compile_lenet5
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     images = tf.constant(rng.integers(0, 256, (batch_size, 28, 28)), dtype="float32")
     labels = tf.constant(rng.integers(0, 10, batch_size), dtype="int32")
-    model = build_lenet5("paper")
-    compile_lenet5(model, TrainConfig(recipe="fast", batch_size=batch_size), steps_per_epoch=60_000 // batch_size)
+    config = TrainConfig(recipe="fast", batch_size=batch_size)
+    # `train_step` is called directly below, so `fit`'s steps per call play no part.
+    model = compiled_keras_contender(model_name, config, 60_000 // batch_size, steps_per_execution=1)
     model_and_loss, steps = model_and_step_functions(model, images, labels, jit_compile)
     step_ms = median_milliseconds(steps, max(1, calls // STEPS_PER_CALL), repeats) / STEPS_PER_CALL
     empty_call = tf.function(lambda: tf.constant(0.0), jit_compile=jit_compile)
     return {
+        "model": model_name,
+        "trainable_parameters": int(sum(np.prod(weight.shape) for weight in model.trainable_weights)),
         "batch_size": batch_size,
         "jit_compile": jit_compile,
         "call_ms": median_milliseconds(empty_call, calls, repeats),
@@ -162,7 +169,7 @@ def markdown(result):
     """The profiles as one Markdown table: a forward and a forward-and-backward column per profile."""
     profiles = result["profiles"]
     header = "".join(
-        f" batch {p['batch_size']}{', XLA' if p['jit_compile'] else ''}: forward | forward + backward |"
+        f" {p['model']}, batch {p['batch_size']}{', XLA' if p['jit_compile'] else ''}: forward | forward + backward |"
         for p in profiles
     )
     lines = [f"oneDNN {'on' if result['onednn'] else 'off'}; milliseconds, median of the repeats", "",
@@ -172,11 +179,12 @@ def markdown(result):
         return "" if ms is None else f"{ms:.2f}"
 
     lines.append("| an empty `tf.function` call |" + "".join(f" {cell(p['call_ms'])} | |" for p in profiles))
-    for index, row in enumerate(profiles[0]["layers"]):
-        cells = [p["layers"][index] for p in profiles]
-        lines.append(f"| {row['layer']} |" + "".join(
+    layers = [{row["layer"]: row for row in p["layers"]} for p in profiles]
+    for name in layers[0]:  # the stock LeNet's layers have the paper model's names
+        cells = [rows.get(name, {"forward_ms": None, "forward_backward_ms": None}) for rows in layers]
+        lines.append(f"| {name} |" + "".join(
             f" {cell(c['forward_ms'])} | {cell(c['forward_backward_ms'])} |" for c in cells))  # fmt: skip
-    lines.append("| whole model + MAP loss |" + "".join(f" | {cell(p['model_and_loss_ms'])} |" for p in profiles))
+    lines.append("| whole model + its loss |" + "".join(f" | {cell(p['model_and_loss_ms'])} |" for p in profiles))
     lines.append("| whole training step |" + "".join(
         f" | {cell(p['train_step_ms'])} ({p['images_per_second']:,.0f} img/s) |" for p in profiles))  # fmt: skip
     return "\n".join(lines)
@@ -186,7 +194,8 @@ def build_parser(prog=None):
     """The parser of `python -m benchmarks.step_profile`."""
     parser = base.ArgumentParser(
         prog=prog or "python -m benchmarks.step_profile",
-        description="Milliseconds of each layer and of a whole training step of the paper LeNet-5.",
+        description="Milliseconds of each layer and of a whole training step of the paper LeNet-5 "
+        "(and of the stock-Keras LeNet).",
     )
     parser.add_argument("--batch-sizes", type=base.positive_int, nargs="+", default=(64, 128), metavar="N",
                         help="batch sizes to profile (default: 64 128)")  # fmt: skip
@@ -197,6 +206,8 @@ def build_parser(prog=None):
     parser.add_argument("--jit-compile", choices=tuple(JIT_COMPILE), default="off",
                         help="compile every timed function with XLA: off, on, or both (each batch size "
                              "without, then with; default: off)")  # fmt: skip
+    parser.add_argument("--models", choices=MODELS, nargs="+", default=("paper",),
+                        help="the paper model and/or the stock-Keras LeNet, side by side (default: paper)")  # fmt: skip
     add_json_argument(parser)
     base.add_verbose_argument(parser)
     return parser
@@ -208,8 +219,9 @@ def execute(args):
     from lenet_tf.layers.block_conv import onednn_enabled
 
     profiles = [
-        profile(batch_size, args.calls, args.repeats, jit_compile=jit_compile)
+        profile(batch_size, args.calls, args.repeats, jit_compile=jit_compile, model_name=model_name)
         for batch_size in args.batch_sizes
+        for model_name in args.models
         for jit_compile in JIT_COMPILE[args.jit_compile]
     ]
     result = {"onednn": onednn_enabled(), "profiles": profiles}

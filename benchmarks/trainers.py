@@ -150,8 +150,10 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
         seed: Seed of the weights and the data order.
     """
     from lenet_tf.training.config import TrainConfig
-    from lenet_tf.training.recipes import ema_momentum, make_optimizer
+    from lenet_tf.training.recipes import ema_momentum
 
+    if name not in CONTENDERS:
+        raise ValueError(f"`name` must be one of {CONTENDERS}. Received: name={name!r}")
     # One "epoch" of `total_steps` steps: the recipe's schedule spans exactly the benchmark's steps.
     config = TrainConfig(recipe="fast", epochs=1, batch_size=batch_size, seed=seed)
     if name == "torch":
@@ -163,23 +165,38 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
         )  # fmt: skip
     import keras
 
-    from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
     from lenet_tf.data import make_dataset
-    from lenet_tf.model import build_lenet5
-    from lenet_tf.training.recipes import compile_lenet5, effective_steps_per_execution
+    from lenet_tf.training.recipes import effective_steps_per_execution
 
     keras.utils.set_random_seed(seed)
     steps_per_execution = effective_steps_per_execution(steps_per_call, config.steps_per_execution)
-    if name == "paper":
-        model = build_lenet5("paper")
-        compile_lenet5(model, config, total_steps, jit_compile=False, steps_per_execution=steps_per_execution)
-    elif name == "stock":
-        model = build_stock_lenet()
-        compile_stock_lenet(model, make_optimizer(config, total_steps), steps_per_execution)
-    else:
-        raise ValueError(f"`name` must be one of {CONTENDERS}. Received: name={name!r}")
+    model = compiled_keras_contender(name, config, total_steps, steps_per_execution)
     dataset = make_dataset(x_train, y_train, batch_size=batch_size, shuffle=True, seed=seed)
     return KerasTrainer(model, dataset, batch_size)
+
+
+def compiled_keras_contender(name, config, steps_per_epoch, steps_per_execution):
+    """A freshly initialised `"paper"` or `"stock"` Keras model, compiled with `config`'s recipe.
+
+    Args:
+        name: `"paper"` or `"stock"`.
+        config: A `TrainConfig`; its schedule and weight average span `config.epochs` epochs.
+        steps_per_epoch: Training steps per epoch.
+        steps_per_execution: Training steps per compiled call of `fit`.
+    """
+    from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
+    from lenet_tf.model import build_lenet5
+    from lenet_tf.training.recipes import compile_lenet5, make_optimizer
+
+    if name == "paper":
+        model = build_lenet5("paper")
+        compile_lenet5(model, config, steps_per_epoch, jit_compile=False, steps_per_execution=steps_per_execution)
+    elif name == "stock":
+        model = build_stock_lenet()
+        compile_stock_lenet(model, make_optimizer(config, steps_per_epoch), steps_per_execution)
+    else:
+        raise ValueError(f"`name` must be \"paper\" or \"stock\". Received: name={name!r}")
+    return model
 
 
 def _serve(connection, name, data_dir, trainer_args):

@@ -200,15 +200,19 @@ def plain_convolutions(model):
     """`model` with plain convolutions in place of rearranged ones, and the same weights.
 
     Each of `CONV2D_REWRITES` (`BlockConv2D`, `MatmulConv2D`) becomes the `Conv2D` it computes,
-    and each `SparseConv2D` computes with `use_blocks` off. The 2x2-block rearrangement speeds
-    up training in TensorFlow, but exported it would be six-dimensional reshapes and transposes
-    around the convolution: more operators for every runtime, and ones TensorFlow Lite Micro
-    cannot allocate in int8. C5 as a matrix product would export as reshapes around a fully
-    connected operator; exported, it stays the convolution every runtime was verified with.
+    each `SparseConv2D` computes with `use_blocks` off and each `TrainableSubsampling` with
+    `use_depthwise` off. The 2x2-block rearrangement speeds up training in TensorFlow, but
+    exported it would be six-dimensional reshapes and transposes around the convolution: more
+    operators for every runtime, and ones TensorFlow Lite Micro cannot allocate in int8. C5 as a
+    matrix product would export as reshapes around a fully connected operator; exported, it
+    stays the convolution every runtime was verified with. The subsampling's depthwise form is
+    taken only where TensorFlow runs oneDNN: off, the literal graph is the same on every host.
     """
+    switched_off = {SparseConv2D: "use_blocks", TrainableSubsampling: "use_depthwise"}
 
     def rearranged(layer):
-        return isinstance(layer, CONV2D_REWRITES) or (isinstance(layer, SparseConv2D) and layer.use_blocks)
+        switch = switched_off.get(type(layer))
+        return isinstance(layer, CONV2D_REWRITES) or bool(switch and getattr(layer, switch))
 
     if not any(rearranged(layer) for layer in model.layers):
         return model
@@ -216,8 +220,8 @@ def plain_convolutions(model):
     def plain(layer):
         if isinstance(layer, CONV2D_REWRITES):
             return keras.layers.Conv2D.from_config(layer.get_config())
-        if isinstance(layer, SparseConv2D):
-            return SparseConv2D.from_config({**layer.get_config(), "use_blocks": False})
+        if type(layer) in switched_off:
+            return type(layer).from_config({**layer.get_config(), switched_off[type(layer)]: False})
         return layer.__class__.from_config(layer.get_config())
 
     clone = keras.models.clone_model(model, clone_function=plain)

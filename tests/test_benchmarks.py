@@ -265,10 +265,35 @@ def test_step_profile_times_every_layer_and_the_whole_step():
     assert rows["preprocess"]["forward_backward_ms"] is None  # before the first weights: no gradient
     assert rows["flatten"]["forward_backward_ms"] > 0  # after C1: its input gradient is on the path
     assert result["train_step_ms"] > 0 and result["images_per_second"] > 0
-    assert result["jit_compile"] is False
+    assert result["jit_compile"] is False and result["model"] == "paper"
+    assert result["trainable_parameters"] == 60_000  # the paper's count
     table = step_profile.markdown({"onednn": True, "profiles": [result, dict(result, jit_compile=True)]})
     assert all(f"| {name} |" in table for name in rows)
-    assert table.count("batch 4: forward") == 1 and table.count("batch 4, XLA: forward") == 1
+    assert table.count("paper, batch 4: forward") == 1 and table.count("paper, batch 4, XLA: forward") == 1
+
+
+def test_step_profile_times_the_stock_lenet_layer_by_layer_beside_the_paper_model():
+    stock = step_profile.profile(batch_size=4, calls=2, repeats=1, model_name="stock")
+    rows = {row["layer"]: row for row in stock["layers"]}
+    assert list(rows) == ["preprocess", "C1", "S2", "C3", "S4", "C5", "flatten", "F6", "OUTPUT"]
+    assert rows["S2"]["forward_backward_ms"] > 0  # no weights, but C1's gradient flows through it
+    assert stock["model_and_loss_ms"] > 0 and stock["train_step_ms"] > 0
+    assert stock["trainable_parameters"] == 61_706  # C3 fully connected, no pooling weights, a Dense output
+    paper = dict(stock, model="paper", layers=stock["layers"][:2])  # layers missing in one profile
+    table = step_profile.markdown({"onednn": True, "profiles": [stock, paper]}).splitlines()
+    assert "| stock, batch 4: forward | forward + backward | paper, batch 4: forward |" in table[2]
+    c1, s2 = (next(line for line in table if line.startswith(f"| {name} |")) for name in ("C1", "S2"))
+    assert c1.count(f"{rows['C1']['forward_ms']:.2f}") == 2 and s2.endswith("|  |  |")
+
+
+def test_stock_lenet_builds_its_optimizer_at_compile_as_the_paper_model_does():
+    import keras
+
+    from benchmarks.stock_lenet import build_stock_lenet, compile_stock_lenet
+
+    model = build_stock_lenet()
+    compile_stock_lenet(model, keras.optimizers.AdamW(1e-3, use_ema=True))
+    assert model.optimizer.built  # else `fit`'s first trace builds it, inside the benchmarks' clocks
 
 
 def test_step_profile_compiles_every_timed_function_with_xla_only_when_asked():

@@ -175,15 +175,20 @@ def test_modern_variant_and_literal_graph_are_the_probability_model():
         folding.inference_model(build_lenet5("paper"), graph="flat")
 
 
-def test_literal_graph_exports_with_tflite_micro_int8_operators(model, test_images, reference, tmp_path):
+def test_literal_graph_exports_with_tflite_micro_int8_operators(model, test_images, reference, tmp_path, monkeypatch):
+    from lenet_tf.layers import block_conv
+
+    monkeypatch.setattr(block_conv, "onednn_enabled", lambda: True)  # where training takes other forms
     images = test_images[0][:PARITY_IMAGES]
     path = tmp_path / "literal.tflite"
     tflite.export_tflite(model, path, "none", graph="literal")
     operators = flatbuffer.operators(path.read_bytes())
     ops = set(operators)
     assert {"SUM", "MUL", "SUB"} <= ops and not {"SQUARE", "EXP", "NEG"} & ops
-    # C1, C3 and C5 (on 2x2 blocks and a matrix product in training) export as plain CONV_2D.
+    # C1, C3 and C5 (on 2x2 blocks and a matrix product in training) export as plain CONV_2D,
+    # S2 and S4 (depthwise convolutions in training on oneDNN) as average pools: on every host.
     assert "TRANSPOSE" not in ops and operators.count("CONV_2D") == 3
+    assert operators.count("AVERAGE_POOL_2D") == 2 and "DEPTHWISE_CONV_2D" not in ops
     difference = inference.load_runtime(path).predict(images) - reference[:PARITY_IMAGES]
     assert np.abs(difference).max() <= verify.FLOAT_MAX_ABS_DIFF
     calibration = tflite.representative_images(test_images[0], count=100)  # operators only

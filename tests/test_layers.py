@@ -56,7 +56,9 @@ def test_preprocessing_pads_to_32_and_maps_to_paper_range():
     np.testing.assert_allclose(out[0, 2, 2, 0], -0.1, rtol=1e-6)  # so is a 0 pixel
 
 
-def test_subsampling_matches_numpy_block_sum():
+@pytest.mark.parametrize("onednn_on", [True, False])  # a depthwise convolution, an average pool
+def test_subsampling_matches_numpy_block_sum(onednn, onednn_on):
+    onednn(onednn_on)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(3, 6, 8, 4)).astype("float32")
     layer = TrainableSubsampling(2)
@@ -227,6 +229,27 @@ def test_block_convolutions_run_plain_where_onednn_is_on(onednn, onednn_on):
         assert "Conv2D" in ops
         # The rearrangement into blocks and back is what a plain convolution does without.
         assert ("Transpose" in ops) is not onednn_on, (type(layer).__name__, sorted(ops))
+
+
+def test_subsampling_as_a_depthwise_convolution_gives_the_average_pools_outputs_and_gradients(onednn):
+    onednn(True)
+    inputs = np.random.default_rng(9).normal(size=(3, 28, 28, 6)).astype("float32")
+    depthwise, pooled = TrainableSubsampling(2), TrainableSubsampling(2, use_depthwise=False)
+    depthwise.build(inputs.shape), pooled.build(inputs.shape)
+    depthwise.set_weights([weight + 0.1 for weight in depthwise.get_weights()])  # a bias that is not 0
+    pooled.set_weights(depthwise.get_weights())
+    expected, expected_gradients = _outputs_and_gradients(pooled, inputs)
+    outputs, gradients = _outputs_and_gradients(depthwise, inputs)
+    for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
+        np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
+    assert _config_round_trip(pooled, inputs).use_depthwise is False
+
+
+@pytest.mark.parametrize("onednn_on", [True, False])
+def test_subsampling_is_a_depthwise_convolution_only_where_onednn_is_on(onednn, onednn_on):
+    onednn(onednn_on)
+    ops = _graph_ops(TrainableSubsampling(2), np.zeros((1, 28, 28, 6), "float32"))
+    assert ("DepthwiseConv2dNative" in ops) is onednn_on and ("AvgPool" in ops) is not onednn_on, sorted(ops)
 
 
 def test_sparse_conv_rejects_an_output_map_without_inputs():
