@@ -203,18 +203,22 @@ def _plain_twin(layer, input_shape, shift=0.0):
     return plain
 
 
+def _assert_same_outputs_and_gradients(layer, twin, inputs):
+    """`layer` and `twin`, built on `inputs` with the same weights, agree in outputs and gradients."""
+    layer.build(inputs.shape), twin.build(inputs.shape)
+    layer.set_weights([weight + 0.1 for weight in layer.get_weights()])  # a bias that is not 0
+    twin.set_weights(layer.get_weights())
+    expected, expected_gradients = _outputs_and_gradients(twin, inputs)
+    outputs, gradients = _outputs_and_gradients(layer, inputs)
+    for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
+        np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
+
+
 def test_sparse_conv_on_blocks_gives_the_plain_convolutions_outputs_and_gradients(onednn):
     onednn(False)  # blocks, wherever the test runs
     inputs = np.random.default_rng(8).normal(size=(3, 14, 14, 6)).astype("float32")
-    blocks = SparseConv2D(5, activation=scaled_tanh)
     plain = SparseConv2D(5, activation=scaled_tanh, use_blocks=False)
-    blocks.build(inputs.shape), plain.build(inputs.shape)
-    blocks.set_weights([weight + 0.1 for weight in blocks.get_weights()])  # a bias that is not 0
-    plain.set_weights(blocks.get_weights())
-    expected, expected_gradients = _outputs_and_gradients(plain, inputs)
-    outputs, gradients = _outputs_and_gradients(blocks, inputs)
-    for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
-        np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
+    _assert_same_outputs_and_gradients(SparseConv2D(5, activation=scaled_tanh), plain, inputs)
     assert _config_round_trip(plain, inputs).use_blocks is False
 
 
@@ -234,14 +238,8 @@ def test_block_convolutions_run_plain_where_onednn_is_on(onednn, onednn_on):
 def test_subsampling_as_a_depthwise_convolution_gives_the_average_pools_outputs_and_gradients(onednn):
     onednn(True)
     inputs = np.random.default_rng(9).normal(size=(3, 28, 28, 6)).astype("float32")
-    depthwise, pooled = TrainableSubsampling(2), TrainableSubsampling(2, use_depthwise=False)
-    depthwise.build(inputs.shape), pooled.build(inputs.shape)
-    depthwise.set_weights([weight + 0.1 for weight in depthwise.get_weights()])  # a bias that is not 0
-    pooled.set_weights(depthwise.get_weights())
-    expected, expected_gradients = _outputs_and_gradients(pooled, inputs)
-    outputs, gradients = _outputs_and_gradients(depthwise, inputs)
-    for value, expected_value in zip([outputs, *gradients], [expected, *expected_gradients]):
-        np.testing.assert_allclose(value, expected_value, rtol=1e-4, atol=1e-4)
+    pooled = TrainableSubsampling(2, use_depthwise=False)
+    _assert_same_outputs_and_gradients(TrainableSubsampling(2), pooled, inputs)
     assert _config_round_trip(pooled, inputs).use_depthwise is False
 
 
