@@ -242,7 +242,6 @@ def test_int8_input_quantization_makes_pixel_minus_128_exact(exported):
     np.testing.assert_array_equal(inference.quantize(pixels, 1.0, -128, np.int8), (pixels - 128).astype(np.int8))
 
 
-
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8])
 def test_quantized_runtimes_convert_pixels_and_outputs_exactly_as_quantize_and_dequantize(dtype):
     pixels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16)
@@ -254,6 +253,7 @@ def test_quantized_runtimes_convert_pixels_and_outputs_exactly_as_quantize_and_d
         probabilities = inference._from_output(outputs, (scale, zero_point))
         assert probabilities.dtype == np.float32
         np.testing.assert_array_equal(probabilities, inference.dequantize(outputs, scale, zero_point))
+
 
 def test_runtimes_take_uint8_float_and_single_images_alike(exported, test_images):
     images = test_images[0][:8]
