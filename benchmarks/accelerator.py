@@ -25,6 +25,9 @@ from lenet_tf.commands import base
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 LOOPS = ("fit", "scan")
+# Divides the 10,000 test images: a jitted backend compiles one evaluation program per batch
+# shape, and with 1024 the last batch (784) was a second one, seconds on a GPU.
+EVALUATION_BATCH = 1000
 
 
 def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="fit", **settings):
@@ -65,7 +68,7 @@ def train_recipe(recipe, data, precision="float32", epochs=None, seed=0, loop="f
         ends, images_per_epoch = fit(model, x_train.astype("float32"), y_train.astype("int32"), config, seed)
         fit_seconds = time.perf_counter() - start
         test = model.evaluate(
-            x_test.astype("float32"), y_test.astype("int32"), batch_size=1024, verbose=0, return_dict=True
+            x_test.astype("float32"), y_test.astype("int32"), batch_size=EVALUATION_BATCH, verbose=0, return_dict=True
         )
     finally:
         keras.config.set_dtype_policy("float32")
@@ -107,7 +110,8 @@ def _fit_with_scan(model, x, y, config, seed):
         raise ValueError(f"`loop='scan'` needs the JAX backend, not {keras.backend.backend()}")
     batch_size = config.batch_size
     optimizer = model.optimizer
-    model.evaluate(x[:batch_size], y[:batch_size], verbose=0)  # builds the loss and the metrics
+    # Builds the loss and the metrics, with the program the final evaluation runs again.
+    model.evaluate(x[:EVALUATION_BATCH], y[:EVALUATION_BATCH], batch_size=EVALUATION_BATCH, verbose=0)
     owners = (model.trainable_variables, model.non_trainable_variables, optimizer.variables, model.metrics_variables)
     state = tuple([variable.value for variable in variables] for variables in owners)
 

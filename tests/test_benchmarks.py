@@ -195,6 +195,40 @@ def test_accelerator_trains_on_jax_without_tensorflow_with_fit_and_with_scan(mni
         assert run["test_error"] < 0.5, run
 
 
+# Counts JAX's compilations of Keras's evaluation step during one `train_recipe` with `scan`.
+COUNT_EVALUATION_COMPILATIONS = """
+import logging, sys
+import jax
+from benchmarks import accelerator
+from lenet_tf.data import load_mnist
+
+class CountEvaluationCompilations(logging.Handler):
+    count = 0
+    def emit(self, record):
+        self.count += "compilation of jit(test_step)" in record.getMessage()
+
+counter = CountEvaluationCompilations()
+logging.getLogger("jax").addHandler(counter)
+logging.getLogger("jax").setLevel(logging.WARNING)
+jax.config.update("jax_log_compiles", True)
+(x, y), test = load_mnist(sys.argv[1])
+accelerator.train_recipe("fast", ((x[:1024], y[:1024]), test), loop="scan", epochs=1)
+print(counter.count)
+"""
+
+
+@pytest.mark.slow
+def test_accelerator_compiles_one_evaluation_program_per_scan_run(mnist_dir):
+    # Each batch shape is one more compilation: about 2 s each on an H100 (docs/performance.md).
+    pytest.importorskip("jax")
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNT_EVALUATION_COMPILATIONS, str(mnist_dir)],
+        cwd=REPO, env={**command_env(), "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-1] == "1"
+
+
 def test_accelerator_refuses_scan_outside_jax_in_one_line(mnist_dir, capsys):
     status, _, err = run_cli(accelerator.main, ["--data-dir", mnist_dir, "--loops", "scan"], capsys)
     assert_one_line_error(status, err, "--loops", "needs the JAX backend")
