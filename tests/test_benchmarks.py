@@ -177,16 +177,22 @@ WITHOUT_TENSORFLOW = (
 )
 
 
+def run_on_jax(script, *args):
+    """Runs `python -c script args...` from the repository root, Keras on JAX; the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        cwd=REPO, env={**command_env(), "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_accelerator_trains_on_jax_without_tensorflow_with_fit_and_with_scan(mnist_dir, tmp_path):
     pytest.importorskip("jax")
     results = tmp_path / "runs.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", WITHOUT_TENSORFLOW, "--data-dir", str(mnist_dir), "--recipes", "fast",
-         "--precisions", "float32", "--loops", "fit", "scan", "--epochs", "1", "--train-limit", "3840",
-         "--json", str(results)],
-        cwd=REPO, env={**command_env(), "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_on_jax(
+        WITHOUT_TENSORFLOW, "--data-dir", mnist_dir, "--recipes", "fast", "--precisions", "float32",
+        "--loops", "fit", "scan", "--epochs", 1, "--train-limit", 3840, "--json", results,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(results.read_text())
     assert result["device"].startswith("keras ") and " jax " in result["device"]
@@ -221,10 +227,7 @@ print(counter.count)
 def test_accelerator_compiles_one_evaluation_program_per_scan_run(mnist_dir):
     # Each batch shape is one more compilation: about 2 s each on an H100 (docs/performance.md).
     pytest.importorskip("jax")
-    proc = subprocess.run(
-        [sys.executable, "-c", COUNT_EVALUATION_COMPILATIONS, str(mnist_dir)],
-        cwd=REPO, env={**command_env(), "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_on_jax(COUNT_EVALUATION_COMPILATIONS, mnist_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split()[-1] == "1"
 
