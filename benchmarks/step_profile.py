@@ -14,7 +14,7 @@ the values), each a median of `--repeats` x `--calls` calls:
 - each layer alone in its own `tf.function`: forward, then forward and backward (the gradients
   of its weights, and of its input where a layer before it has weights: C1's input needs none);
 - the whole model and its loss, forward and backward, in one `tf.function`;
-- the whole training step (`model.train_step`: the `fast` recipe's AdamW and weight average),
+- the whole training step (`model.train_step`: the `fast` recipe's optimizer and weight average),
   20 steps per call.
 
 `--models paper stock` profiles the stock-Keras LeNet (`benchmarks.stock_lenet`, cross-entropy,

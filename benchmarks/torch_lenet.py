@@ -39,6 +39,54 @@ def build_torch_lenet():
     )  # fmt: skip
 
 
+def store_kernels_as_matrices(model):
+    """Stores every convolution kernel of `model` as the `(filters, inputs)` matrix it is.
+
+    `torch.optim.Muon` steps 2-D parameters only; `lenet_tf`'s `KernelMuon` reads a convolution
+    kernel as that matrix. A parametrisation keeps the layers `nn.Conv2d`, their parameter a
+    matrix viewed as the 4-D kernel in each call.
+    """
+    torch = _torch()
+    from torch.nn.utils import parametrize
+
+    class KernelFromMatrix(torch.nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape = shape
+
+        def forward(self, matrix):
+            return matrix.view(self.shape)
+
+        def right_inverse(self, kernel):
+            return kernel.reshape(kernel.shape[0], -1)
+
+    for layer in model:
+        if isinstance(layer, torch.nn.Conv2d):
+            parametrize.register_parametrization(layer, "weight", KernelFromMatrix(layer.weight.shape))
+    return model
+
+
+def make_torch_optimizers(model, optimizer, learning_rate, weight_decay):
+    """`lenet_tf`'s optimizer `optimizer` (`"adamw"` or `"muon"`) in PyTorch's own classes.
+
+    For `"muon"`: `torch.optim.Muon` on the matrices (the update scaled to AdamW's size, as
+    Keras's `Muon` does) and `torch.optim.AdamW` on the vectors, as `KernelMuon` splits them;
+    call `store_kernels_as_matrices` on the model first.
+    """
+    torch = _torch()
+    parameters = list(model.parameters())
+    if optimizer == "adamw":
+        return [torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)]
+    if optimizer != "muon":
+        raise ValueError(f"`optimizer` must be \"adamw\" or \"muon\". Received: optimizer={optimizer!r}")
+    matrices = [p for p in parameters if p.ndim == 2]
+    vectors = [p for p in parameters if p.ndim < 2]
+    optimizers = [torch.optim.Muon(matrices, lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")]
+    if vectors:
+        optimizers.append(torch.optim.AdamW(vectors, lr=learning_rate, weight_decay=weight_decay))
+    return optimizers
+
+
 def onecycle_factor(step, total_steps):
     """`lenet_tf`'s one-cycle schedule as a multiple of the peak, as `WarmupCosineDecay` computes it.
 
@@ -57,8 +105,9 @@ def onecycle_factor(step, total_steps):
 class TorchTrainer:
     """Trains and evaluates the PyTorch LeNet on in-memory MNIST, one batch per step.
 
-    The recipe is `lenet_tf`'s `fast` one in PyTorch's own tools: `torch.optim.AdamW`, the
-    one-cycle schedule through `LambdaLR`, and an exponential moving average of the weights
+    The recipe is `lenet_tf`'s `fast` one in PyTorch's own tools: `torch.optim.Muon` for the
+    kernels and `AdamW` for the vectors (or `AdamW` alone), the one-cycle schedule through
+    `LambdaLR`, and an exponential moving average of the weights
     (`torch.optim.swa_utils.AveragedModel`), which is what `accuracy` measures.
 
     Args:
@@ -67,23 +116,28 @@ class TorchTrainer:
         batch_size: Images per step.
         total_steps: Steps the schedule spans.
         learning_rate: The schedule's peak.
-        weight_decay: AdamW's decoupled weight decay.
+        weight_decay: Decoupled weight decay.
         ema_momentum: Momentum of the weight average (`lenet_tf.training.recipes.ema_momentum`).
         seed: Seed of the weights and the batch order.
+        optimizer: `"muon"` or `"adamw"` (`make_torch_optimizers`).
     """
 
-    def __init__(self, images, labels, batch_size, total_steps, learning_rate, weight_decay, ema_momentum, seed=0):
+    def __init__(self, images, labels, batch_size, total_steps, learning_rate, weight_decay, ema_momentum, seed=0,
+                 optimizer="muon"):  # fmt: skip
         torch = _torch()
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         torch.manual_seed(seed)
         self._torch = torch
         self.model = build_torch_lenet()
+        if optimizer == "muon":
+            store_kernels_as_matrices(self.model)
         self.average = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(ema_momentum))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate, weight_decay=weight_decay)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: onecycle_factor(step, total_steps)
-        )
+        self.optimizers = make_torch_optimizers(self.model, optimizer, learning_rate, weight_decay)
+        self.schedules = [
+            torch.optim.lr_scheduler.LambdaLR(each, lambda step: onecycle_factor(step, total_steps))
+            for each in self.optimizers
+        ]
         self.loss = torch.nn.CrossEntropyLoss()
         self.images = self.normalise(images)
         self.labels = torch.as_tensor(np.asarray(labels, np.int64))
@@ -114,11 +168,12 @@ class TorchTrainer:
         self.model.train()
         for step in range(1, steps + 1):
             index = self._next_index()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.model.zero_grad(set_to_none=True)
             loss = self.loss(self.model(self.images[index]), self.labels[index])
             loss.backward()
-            self.optimizer.step()
-            self.schedule.step()
+            for optimizer, schedule in zip(self.optimizers, self.schedules):
+                optimizer.step()
+                schedule.step()
             self.average.update_parameters(self.model)
             if callback is not None and step % every == 0:
                 if callback(step):

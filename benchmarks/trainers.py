@@ -4,7 +4,8 @@ A trainer has `batch_size`, `train(steps, every=None, callback=None)` and
 `accuracy(images, labels)`; `images_per_second` times any of them:
 
 - `"paper"`: lenet_tf's paper LeNet-5, compiled as `lenet-tf train --recipe fast` compiles it
-  (AdamW, one-cycle schedule, weight average, MAP loss), trained with `model.fit`.
+  (Muon for the kernels, AdamW for the vectors, one-cycle schedule, weight average, MAP loss),
+  trained with `model.fit`.
 - `"stock"`: the stock-Keras LeNet (`benchmarks.stock_lenet`) with the same optimizer and
   cross-entropy, through the same `model.fit`, in-memory stream and `steps_per_execution`.
 - `"torch"`: the same stock LeNet in PyTorch (`benchmarks.torch_lenet`), the same recipe in
@@ -135,7 +136,7 @@ def available_contenders():
 def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0):
     """One freshly initialised contender, set up with the `fast` recipe over `total_steps`.
 
-    Every contender gets the recipe of `lenet-tf train --recipe fast` (AdamW, the one-cycle
+    Every contender gets the recipe of `lenet-tf train --recipe fast` (its optimizer, the one-cycle
     learning-rate schedule, its peak and weight decay, a weight average) spanning `total_steps`,
     each through its own library: the comparison is about the tools, not the recipe.
 
@@ -161,7 +162,7 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
 
         return TorchTrainer(
             x_train, y_train, batch_size, total_steps, config.initial_learning_rate(),
-            config.weight_decay, ema_momentum(total_steps), seed=seed,
+            config.weight_decay, ema_momentum(total_steps), seed=seed, optimizer=config.optimizer,
         )  # fmt: skip
     import keras
 

@@ -21,6 +21,7 @@ from lenet_tf.errors import ModelFileError
 from lenet_tf.losses import MAPLoss
 from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import PAPER_LAYERS
+from lenet_tf.optimizers import KernelMuon
 from lenet_tf.schedules import WarmupCosineDecay
 
 # A LeNet-5 .keras file is about 0.3 MB; refuse anything whose members would unpack to more.
@@ -45,7 +46,7 @@ LENET5_LAYER_CLASSES = frozenset(
     }
 )
 # What a saved training configuration (`compile_lenet5`'s) names besides Keras's own classes.
-COMPILE_OBJECTS = {cls.__name__: cls for cls in (MAPLoss, NearestPrototypeAccuracy, WarmupCosineDecay)}
+COMPILE_OBJECTS = {cls.__name__: cls for cls in (MAPLoss, NearestPrototypeAccuracy, WarmupCosineDecay, KernelMuon)}
 _MODEL_CLASSES = frozenset({"Functional", "Model"})
 # Markers Keras writes for tensors and plain values; `__lambda__` (bytecode) is not among them.
 _VALUE_MARKERS = frozenset(

@@ -331,7 +331,7 @@ def test_config_checks_its_settings_and_names_the_one_at_fault():
     for settings, message in [
         ({"epochs": 0}, "epochs: must be a positive integer, got 0"),
         ({"learning_rate": float("nan")}, "learning_rate: must be a positive number, got nan"),
-        ({"optimizer": "adamx"}, "optimizer: must be one of 'adamw', 'adam', 'sgd', 'sdlm', got 'adamx'"),
+        ({"optimizer": "adamx"}, "optimizer: must be one of 'adamw', 'muon', 'adam', 'sgd', 'sdlm', got 'adamx'"),
         ({"verbose": True}, "verbose: must be one of 'auto', 0, 1, 2, got True"),
         ({"ema": "yes"}, "ema: must be True or False, got 'yes'"),
         ({"cpu_devices": 2}, "cpu_devices: needs strategy 'mirrored' or 'multiworker'"),
@@ -404,8 +404,9 @@ def test_compiling_builds_the_optimizer_before_fit_traces_anything():
     model = build_lenet5("paper")
     compile_lenet5(model, TrainConfig(recipe="fast"), steps_per_epoch=10)
     assert model.optimizer.built
-    # The step counter, then AdamW's two moments and the weight average of every trainable variable.
-    assert len(model.optimizer.variables) == 1 + 3 * len(model.trainable_variables)
+    # The step counter, a momentum and a weight average of every trainable variable, and AdamW's
+    # second moment of each of the 8 vectors (Muon steps the 4 kernels without one).
+    assert len(model.optimizer.variables) == 1 + 2 * len(model.trainable_variables) + 8
 
 
 def test_two_epochs_of_the_fast_recipe_on_a_fifth_of_mnist_beat_a_low_bar(mnist_dir, tmp_path):

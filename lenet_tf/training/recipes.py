@@ -4,7 +4,8 @@ What each named recipe sets is `lenet_tf.training.config.RECIPES`; this module t
 `TrainConfig` into a Keras optimizer and learning-rate schedule. The default recipe
 (`paper-schedule`: AdamW 2e-3, cosine decay to 0, weight decay 0.05, batch 32, an exponential
 moving average of the weights, the MAP loss with j = 1) reached the lowest test error of the
-recipes we tried over 20 epochs; `fast` warms up and decays in one cycle over 6 epochs;
+recipes we tried over 20 epochs; `fast` trains with Muon (`lenet_tf.optimizers.KernelMuon`),
+warming up and decaying in one cycle over 6 epochs;
 `docs/training.md` has the comparisons. The paper's own stepped schedule is `schedule="paper"`.
 
 >>> ema_momentum(total_steps=37_500)
@@ -18,6 +19,7 @@ import keras
 from lenet_tf.losses import MAPLoss
 from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import model_variant
+from lenet_tf.optimizers import KernelMuon
 from lenet_tf.schedules import WarmupCosineDecay
 
 # The paper's global learning rate per pass (section III.B), as multiples of its first value
@@ -85,7 +87,8 @@ def make_optimizer(config, steps_per_epoch):
         steps_per_epoch: Training steps per epoch, for the schedule and the average.
 
     Returns:
-        A `keras.optimizers.AdamW`, `Adam`, `SGD` (Nesterov momentum 0.9) or `SDLM` (the
+        A `keras.optimizers.AdamW`, `lenet_tf.optimizers.KernelMuon` (with the same decay for
+        kernels and vectors), `Adam`, `SGD` (Nesterov momentum 0.9) or `SDLM` (the
         paper's per-pass schedule; its Hessian diagonal comes from `sdlm.HessianRefresh`).
     """
     if config.optimizer == "sdlm":
@@ -99,6 +102,9 @@ def make_optimizer(config, steps_per_epoch):
         return keras.optimizers.SGD(learning_rate, momentum=SGD_MOMENTUM, nesterov=True, **average)
     if config.optimizer == "adamw":
         return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay, **average)
+    if config.optimizer == "muon":
+        decay = config.weight_decay
+        return KernelMuon(learning_rate, weight_decay=decay, adam_weight_decay=decay, **average)
     return keras.optimizers.Adam(learning_rate, **average)
 
 

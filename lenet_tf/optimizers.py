@@ -1,0 +1,58 @@
+"""Optimizers the recipes use that Keras does not provide in the form they need."""
+
+import re
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="lenet_tf")
+class KernelMuon(keras.optimizers.Muon):
+    """Muon on every kernel, convolution kernels included, read as matrices.
+
+    Keras's `Muon` orthogonalises the momentum of 2-D variables only and steps every other
+    variable with AdamW, so a convolution network would train its convolutions with AdamW.
+    Here a kernel of any rank is read as the matrix `(all but its last axis, its last axis)`,
+    inputs by outputs: a `(5, 5, 6, 16)` convolution kernel is a 150 x 16 matrix, the packed
+    `(5, 5, 60)` kernel of `SparseConv2D` a 25 x 60 one. Its Nesterov momentum is orthogonalised
+    with Muon's Newton-Schulz iteration and scaled to AdamW's update size as Keras's `Muon`
+    does (`rms_rate`), then reshaped back. Vectors (biases, the subsampling coefficients) and
+    the layers named in `exclude_layers` get Keras's AdamW step, as in `Muon`.
+
+    Args:
+        learning_rate: A float or a `keras.optimizers.schedules.LearningRateSchedule`, for the
+            Muon and the AdamW steps alike (`adam_lr_ratio` 1).
+        weight_decay: Decoupled weight decay of the kernels.
+        adam_weight_decay: Decoupled weight decay of the vectors.
+        **kwargs: Every other argument of `keras.optimizers.Muon` (`momentum`, `ns_steps`,
+            `rms_rate`, `exclude_layers`, `use_ema`, ...).
+
+    Example: one step on a convolution kernel moves its 18 x 4 matrix by a near-orthogonal
+    matrix, all four singular values close to one another (about 1 after dividing by Muon's
+    scale `learning_rate * rms_rate * sqrt(18)`).
+
+    >>> import numpy as np
+    >>> kernel = keras.Variable(np.zeros((3, 3, 2, 4), "float32"))
+    >>> gradient = np.random.default_rng(0).normal(size=(3, 3, 2, 4)).astype("float32")
+    >>> optimizer = KernelMuon(learning_rate=0.01, weight_decay=0.0)
+    >>> optimizer.apply([gradient], [kernel])
+    >>> step = np.asarray(kernel).reshape(18, 4) / (0.01 * 0.2 * 18**0.5)
+    >>> bool(np.all(np.abs(np.linalg.svd(step, compute_uv=False) - 1) < 0.35))
+    True
+    """
+
+    def _should_use_adamw(self, variable):
+        if len(variable.shape) < 2:
+            return True
+        if self.exclude_embeddings and "embedding" in variable.path.lower():
+            return True
+        return any(re.search(keyword, variable.path) for keyword in self.exclude_layers or ())
+
+    def _muon_update_step(self, gradient, variable, lr, m):
+        # As `Muon._muon_update_step`, with the Newton-Schulz iteration and the update's
+        # scaling (`lr_adjust`) on the kernel's matrix view.
+        self.assign_add(m, ops.add(gradient, m * (self.momentum - 1)))
+        direction = ops.add(gradient, self.momentum * m) if self.nesterov else m
+        matrix = ops.reshape(direction, (-1, variable.shape[-1]))
+        update = self.lr_adjust(lr * self.zeropower_via_newtonschulz5(matrix, self.ns_steps))
+        self.assign_sub(variable, ops.reshape(update, variable.shape))

@@ -1,0 +1,67 @@
+"""`KernelMuon`: Muon's step for convolution kernels too, AdamW's for vectors."""
+
+import numpy as np
+import pytest
+
+LEARNING_RATE = 0.01
+
+
+def _first_step(optimizer, variable_shape, gradient):
+    import keras
+
+    variable = keras.Variable(np.zeros(variable_shape, "float32"), name="kernel")
+    optimizer.apply([gradient], [variable])
+    return np.asarray(variable)
+
+
+def _singular_values_over_muon_scale(step):
+    matrix = step.reshape(-1, step.shape[-1])
+    return np.linalg.svd(matrix, compute_uv=False) / (LEARNING_RATE * 0.2 * max(matrix.shape) ** 0.5)
+
+
+def test_kernel_muon_steps_a_convolution_kernel_by_an_orthogonalised_matrix():
+    import keras
+
+    from lenet_tf.optimizers import KernelMuon
+
+    # C3's dense kernel shape; a gradient with singular values far apart.
+    gradient = np.random.default_rng(0).normal(size=(5, 5, 6, 16)).astype("float32")
+    ours = _singular_values_over_muon_scale(_first_step(KernelMuon(LEARNING_RATE, weight_decay=0.0), gradient.shape, gradient))
+    assert np.all(np.abs(ours - 1) < 0.35), ours
+    # Keras's own Muon leaves every kernel that is not 2-D to AdamW: no such step there.
+    keras_muon = keras.optimizers.Muon(LEARNING_RATE, weight_decay=0.0)
+    theirs = _singular_values_over_muon_scale(_first_step(keras_muon, gradient.shape, gradient))
+    assert not np.all(np.abs(theirs - 1) < 0.35), theirs
+
+
+@pytest.mark.parametrize("shape, exclude_layers", [((16,), None), ((4, 3), ["kernel"])])
+def test_kernel_muon_steps_vectors_and_excluded_layers_with_adamw(shape, exclude_layers):
+    from lenet_tf.optimizers import KernelMuon
+
+    gradient = np.random.default_rng(1).normal(size=shape).astype("float32")
+    optimizer = KernelMuon(LEARNING_RATE, adam_weight_decay=0.0, exclude_layers=exclude_layers)
+    # Adam's first step is the learning rate times the gradient's sign (up to its epsilon).
+    np.testing.assert_allclose(_first_step(optimizer, shape, gradient), -LEARNING_RATE * np.sign(gradient), rtol=1e-3)
+
+
+def test_a_model_trained_with_muon_saves_and_loads_with_its_optimizer_state(tmp_path):
+    from lenet_tf.model import build_lenet5
+    from lenet_tf.optimizers import KernelMuon
+    from lenet_tf.saving import load_lenet5
+    from lenet_tf.training import TrainConfig
+    from lenet_tf.training.recipes import compile_lenet5
+
+    rng = np.random.default_rng(2)
+    images, labels = rng.integers(0, 256, (256, 28, 28), dtype="uint8"), rng.integers(0, 10, 256)
+    model = build_lenet5("paper")
+    compile_lenet5(model, TrainConfig(recipe="fast"), steps_per_epoch=4)
+    model.fit(images, labels, batch_size=64, epochs=1, verbose=0)
+    model.save(tmp_path / "muon.keras")
+    loaded = load_lenet5(tmp_path / "muon.keras", compile=True)
+    assert type(loaded.optimizer) is KernelMuon
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    saved = {variable.path: np.asarray(variable) for variable in model.optimizer.variables}
+    restored = {variable.path: np.asarray(variable) for variable in loaded.optimizer.variables}
+    assert saved.keys() == restored.keys() and len(saved) == 33
+    assert all(np.array_equal(saved[path], restored[path]) for path in saved)
+    assert int(loaded.optimizer.iterations) == 4
