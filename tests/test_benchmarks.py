@@ -144,10 +144,16 @@ def test_trainer_process_for_an_unknown_contender_fails_cleanly(mnist_dir):
         trainers.TrainerProcess("caffe", mnist_dir, batch_size=32, total_steps=10, steps_per_call=10)
 
 
-def test_torch_lenet_reads_exactly_the_keras_preprocessed_input(mnist):
-    torch_lenet = pytest.importorskip("benchmarks.torch_lenet")
-    if not torch_lenet.available():
+@pytest.fixture
+def torch_lenet():
+    """`benchmarks.torch_lenet`; the test is skipped where PyTorch is not installed."""
+    module = pytest.importorskip("benchmarks.torch_lenet")
+    if not module.available():
         pytest.skip("PyTorch is not installed (the optional `bench` extra)")
+    return module
+
+
+def test_torch_lenet_reads_exactly_the_keras_preprocessed_input(mnist, torch_lenet):
     import keras
 
     from lenet_tf.layers import MNISTPreprocessing
@@ -171,10 +177,7 @@ def test_torch_contender_follows_the_keras_onecycle_schedule():
         assert peak * torch_lenet.onecycle_factor(step, 300) == pytest.approx(float(keras_schedule(step)), rel=1e-5, abs=1e-9)
 
 
-def test_torch_contender_steps_its_kernels_as_kernel_muon_does(mnist):
-    torch_lenet = pytest.importorskip("benchmarks.torch_lenet")
-    if not torch_lenet.available():
-        pytest.skip("PyTorch is not installed (the optional `bench` extra)")
+def test_torch_contender_steps_its_kernels_as_kernel_muon_does(mnist, torch_lenet):
     import keras
     import torch
 
