@@ -41,6 +41,8 @@ class KernelMuon(keras.optimizers.Muon):
     True
     """
 
+    # The two methods below override private ones of Keras 3.15's `Muon` (keras is pinned to
+    # 3.15.x); tests/test_optimizers.py fails if a Keras release changes what they mean.
     def _should_use_adamw(self, variable):
         if len(variable.shape) < 2:
             return True
