@@ -118,7 +118,7 @@ class TrainConfig:
     )
     optimizer: str | None = setting(
         None,
-        "adamw: Adam with decoupled weight decay, the lowest test error in our 20-epoch runs; "
+        "adamw: Adam with decoupled weight decay, the paper-schedule recipe's; "
         "muon: orthogonalised momentum for every kernel, convolutions included, AdamW for the "
         "biases and coefficients (lenet_tf.optimizers.KernelMuon), the fast recipe's; "
         "adam: overfits more; sgd: Nesterov momentum 0.9 (diverged at learning rate 0.02 in our "
