@@ -4,9 +4,9 @@ What each named recipe sets is `lenet_tf.training.config.RECIPES`; this module t
 `TrainConfig` into a Keras optimizer and learning-rate schedule. The default recipe
 (`paper-schedule`: AdamW 2e-3, cosine decay to 0, weight decay 0.05, batch 32, an exponential
 moving average of the weights, the MAP loss with j = 1) reached the lowest test error of the
-Adam, AdamW and SGD recipes we tried over 20 epochs (Muon came out level in more time); `fast` trains with Muon (`lenet_tf.optimizers.KernelMuon`),
-warming up and decaying in one cycle over 6 epochs;
-`docs/training.md` has the comparisons. The paper's own stepped schedule is `schedule="paper"`.
+Adam, AdamW and SGD recipes we tried over 20 epochs (Muon came out level in more time); `fast`
+trains with Muon (`lenet_tf.optimizers.KernelMuon`), warming up and decaying in one cycle over
+6 epochs; `docs/training.md` has the comparisons. The paper's own stepped schedule is `schedule="paper"`.
 
 >>> ema_momentum(total_steps=37_500)
 0.999
