@@ -355,7 +355,7 @@ def test_a_recipe_sets_what_is_not_given_and_nothing_else():
         assert {setting: getattr(config, setting) for setting in recipe} == recipe
     fast = TrainConfig(recipe="fast", epochs=2, ema=False)
     assert (fast.epochs, fast.ema, fast.batch_size, fast.schedule) == (2, False, 64, "onecycle")
-    # Another optimizer gets its own default learning rate, not the recipe's AdamW one.
+    # Another optimizer gets its own default learning rate, not the recipe's Muon one.
     assert TrainConfig(recipe="fast", optimizer="sgd").initial_learning_rate() == 2e-3
     assert TrainConfig(recipe="fast", optimizer="sdlm", batch_size=1).initial_learning_rate() == 5e-5
 
