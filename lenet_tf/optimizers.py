@@ -15,9 +15,10 @@ class KernelMuon(keras.optimizers.Muon):
     Here a kernel of any rank is read as the matrix `(all but its last axis, its last axis)`,
     inputs by outputs: a `(5, 5, 6, 16)` convolution kernel is a 150 x 16 matrix, the packed
     `(5, 5, 60)` kernel of `SparseConv2D` a 25 x 60 one. Its Nesterov momentum is orthogonalised
-    with Muon's Newton-Schulz iteration and scaled to AdamW's update size as Keras's `Muon`
-    does (`rms_rate`), then reshaped back. Vectors (biases, the subsampling coefficients) and
-    the layers named in `exclude_layers` get Keras's AdamW step, as in `Muon`.
+    with Muon's Newton-Schulz iteration (run on the matrix's small Gram matrix: Keras's result
+    within float32 rounding, in fewer multiply-adds) and scaled to AdamW's update size as
+    Keras's `Muon` does (`rms_rate`), then reshaped back. Vectors (biases, the subsampling
+    coefficients) and the layers named in `exclude_layers` get Keras's AdamW step, as in `Muon`.
 
     Args:
         learning_rate: A float or a `keras.optimizers.schedules.LearningRateSchedule`, for the
@@ -41,8 +42,9 @@ class KernelMuon(keras.optimizers.Muon):
     True
     """
 
-    # The two methods below override private ones of Keras 3.15's `Muon` (keras is pinned to
-    # 3.15.x); tests/test_optimizers.py fails if a Keras release changes what they mean.
+    # The first two methods below override private ones of Keras 3.15's `Muon` (keras is pinned
+    # to 3.15.x), the third a public one; tests/test_optimizers.py fails if a Keras release
+    # changes what they mean.
     def _should_use_adamw(self, variable):
         if len(variable.shape) < 2:
             return True
@@ -58,3 +60,22 @@ class KernelMuon(keras.optimizers.Muon):
         matrix = ops.reshape(direction, (-1, variable.shape[-1]))
         update = self.lr_adjust(lr * self.zeropower_via_newtonschulz5(matrix, self.ns_steps))
         self.assign_sub(variable, ops.reshape(update, variable.shape))
+
+    def zeropower_via_newtonschulz5(self, x, steps):
+        # Keras's five quintic iterations `X <- aX + (bA + cA^2)X` with `A = XX^T`, run on the
+        # Gram matrix of X's short side instead: every iterate is `Q X0` with Q a polynomial in
+        # `G = X0 X0^T`, so `A = QGQ` and `Q <- (aI + bA + cA^2)Q` in short-by-short products,
+        # and X0 is multiplied once at the end. The same result within float32 rounding, and
+        # C5's 120 x 400 matrix takes 43 instead of 66 M multiply-adds a step.
+        wide = ops.transpose(x) if x.shape[0] > x.shape[1] else x
+        wide = wide / (ops.norm(wide) + 1e-7)
+        gram = ops.matmul(wide, ops.transpose(wide))
+        polynomial, iterate_gram = ops.eye(gram.shape[0]), gram
+        for step in range(steps):
+            if step:
+                iterate_gram = ops.matmul(ops.matmul(polynomial, gram), polynomial)
+            square = ops.matmul(iterate_gram, iterate_gram)
+            factor = self.muon_b * iterate_gram + self.muon_c * square
+            polynomial = self.muon_a * polynomial + ops.matmul(factor, polynomial)
+        wide = ops.matmul(polynomial, wide)
+        return ops.transpose(wide) if x.shape[0] > x.shape[1] else wide

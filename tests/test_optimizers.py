@@ -34,6 +34,19 @@ def test_kernel_muon_steps_a_convolution_kernel_by_an_orthogonalised_matrix():
     assert not np.all(np.abs(theirs - 1) < 0.35), theirs
 
 
+@pytest.mark.parametrize("shape", [(25, 6), (25, 60), (400, 120), (120, 84)])
+def test_kernel_muon_newton_schulz_on_the_gram_matrix_equals_keras_iteration(shape):
+    import keras
+
+    from lenet_tf.optimizers import KernelMuon
+
+    # LeNet-5's kernel matrices: C1, C3 packed, C5, F6; tall and wide.
+    momentum = np.random.default_rng(3).normal(size=shape).astype("float32")
+    ours = KernelMuon(LEARNING_RATE).zeropower_via_newtonschulz5(momentum, 5)
+    keras_iteration = keras.optimizers.Muon(LEARNING_RATE).zeropower_via_newtonschulz5(momentum, 5)
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_iteration), atol=1e-5)
+
+
 @pytest.mark.parametrize("shape, exclude_layers", [((16,), None), ((4, 3), ["kernel"])])
 def test_kernel_muon_steps_vectors_and_excluded_layers_with_adamw(shape, exclude_layers):
     from lenet_tf.optimizers import KernelMuon
