@@ -70,7 +70,7 @@ class KernelMuon(keras.optimizers.Muon):
         wide = ops.transpose(x) if x.shape[0] > x.shape[1] else x
         wide = wide / (ops.norm(wide) + 1e-7)
         gram = ops.matmul(wide, ops.transpose(wide))
-        polynomial, iterate_gram = ops.eye(gram.shape[0]), gram
+        polynomial, iterate_gram = ops.eye(gram.shape[0], dtype=gram.dtype), gram
         for step in range(steps):
             if step:
                 iterate_gram = ops.matmul(ops.matmul(polynomial, gram), polynomial)

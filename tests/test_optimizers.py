@@ -47,6 +47,18 @@ def test_kernel_muon_newton_schulz_on_the_gram_matrix_equals_keras_iteration(sha
     np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_iteration), atol=1e-5)
 
 
+def test_kernel_muon_newton_schulz_keeps_the_momentum_dtype():
+    import keras
+
+    from lenet_tf.optimizers import KernelMuon
+
+    momentum = np.random.default_rng(4).normal(size=(400, 120))  # float64
+    ours = KernelMuon(LEARNING_RATE).zeropower_via_newtonschulz5(momentum, 5)
+    keras_iteration = keras.optimizers.Muon(LEARNING_RATE).zeropower_via_newtonschulz5(momentum, 5)
+    assert keras.backend.standardize_dtype(ours.dtype) == "float64"
+    np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_iteration), atol=1e-10)
+
+
 @pytest.mark.parametrize("shape, exclude_layers", [((16,), None), ((4, 3), ["kernel"])])
 def test_kernel_muon_steps_vectors_and_excluded_layers_with_adamw(shape, exclude_layers):
     from lenet_tf.optimizers import KernelMuon
