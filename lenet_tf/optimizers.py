@@ -67,7 +67,8 @@ class KernelMuon(keras.optimizers.Muon):
         # `G = X0 X0^T`, so `A = QGQ` and `Q <- (aI + bA + cA^2)Q` in short-by-short products,
         # and X0 is multiplied once at the end. The same result within float32 rounding, and
         # C5's 120 x 400 matrix takes 43 instead of 66 M multiply-adds a step.
-        wide = ops.transpose(x) if x.shape[0] > x.shape[1] else x
+        tall = x.shape[0] > x.shape[1]
+        wide = ops.transpose(x) if tall else x
         wide = wide / (ops.norm(wide) + 1e-7)
         gram = ops.matmul(wide, ops.transpose(wide))
         polynomial, iterate_gram = ops.eye(gram.shape[0], dtype=gram.dtype), gram
@@ -78,4 +79,4 @@ class KernelMuon(keras.optimizers.Muon):
             factor = self.muon_b * iterate_gram + self.muon_c * square
             polynomial = self.muon_a * polynomial + ops.matmul(factor, polynomial)
         wide = ops.matmul(polynomial, wide)
-        return ops.transpose(wide) if x.shape[0] > x.shape[1] else wide
+        return ops.transpose(wide) if tall else wide
