@@ -3,6 +3,7 @@
 import re
 
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -13,20 +14,29 @@ class KernelMuon(keras.optimizers.Muon):
     Keras's `Muon` orthogonalises the momentum of 2-D variables only and steps every other
     variable with AdamW, so a convolution network would train its convolutions with AdamW.
     Here a kernel of any rank is read as the matrix `(all but its last axis, its last axis)`,
-    inputs by outputs: a `(5, 5, 6, 16)` convolution kernel is a 150 x 16 matrix, the packed
-    `(5, 5, 60)` kernel of `SparseConv2D` a 25 x 60 one. Its Nesterov momentum is orthogonalised
-    with Muon's Newton-Schulz iteration (run on the matrix's small Gram matrix: Keras's result
-    within float32 rounding, in fewer multiply-adds) and scaled to AdamW's update size as
-    Keras's `Muon` does (`rms_rate`), then reshaped back. Vectors (biases, the subsampling
-    coefficients) and the layers named in `exclude_layers` get Keras's AdamW step, as in `Muon`.
+    inputs by outputs: a `(5, 5, 6, 16)` convolution kernel is a 150 x 16 matrix. A packed
+    `SparseConv2D` kernel named in `sparse_kernels` is read as the dense kernel it stands for,
+    zeros where its connection table has none (C3's `(5, 5, 60)` kernel as 150 x 16, not
+    25 x 60), and its update is taken back at the connected entries. The Nesterov momentum is
+    orthogonalised with Muon's Newton-Schulz iteration (run on the matrix's small Gram matrix:
+    Keras's result within float32 rounding, in fewer multiply-adds) and scaled to AdamW's update
+    size as Keras's `Muon` does (`rms_rate`), then reshaped back. Vectors (biases, the
+    subsampling coefficients) and the layers named in `exclude_layers` get Keras's AdamW step,
+    as in `Muon`.
 
     Args:
         learning_rate: A float or a `keras.optimizers.schedules.LearningRateSchedule`, for the
             Muon and the AdamW steps alike (`adam_lr_ratio` 1).
-        weight_decay: Decoupled weight decay of the kernels.
-        adam_weight_decay: Decoupled weight decay of the vectors.
-        **kwargs: Every other argument of `keras.optimizers.Muon` (`momentum`, `ns_steps`,
-            `rms_rate`, `exclude_layers`, `use_ema`, ...).
+        sparse_kernels: A dict from the path of a packed sparse kernel (`"C3/kernel"`) to its
+            layer's `SparseConv2D.dense_index` (as nested lists or an array). Defaults to none:
+            every kernel read as its own matrix.
+        **kwargs: Every other argument of `keras.optimizers.Muon` (`weight_decay` of the
+            kernels, `adam_weight_decay` of the vectors, `momentum`, `ns_steps`, `rms_rate`,
+            `exclude_layers`, `use_ema`, ...).
+
+    Raises:
+        ValueError: On `build`, a path of `sparse_kernels` that names none of the variables, or
+            whose index does not fit the kernel.
 
     Example: one step on a convolution kernel moves its 18 x 4 matrix by a near-orthogonal
     matrix, all four singular values close to one another (about 1 after dividing by Muon's
@@ -42,9 +52,28 @@ class KernelMuon(keras.optimizers.Muon):
     True
     """
 
-    # The first two methods below override private ones of Keras 3.15's `Muon` (keras is pinned
-    # to 3.15.x), the third a public one; tests/test_optimizers.py fails if a Keras release
-    # changes what they mean.
+    def __init__(self, learning_rate=0.001, *, sparse_kernels=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, **kwargs)
+        sparse_kernels = sparse_kernels or {}
+        self.sparse_kernels = {path: np.asarray(index).tolist() for path, index in sparse_kernels.items()}
+        self._dense_views = {}
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        paths = {variable.path: variable for variable in var_list}
+        for path, index in self.sparse_kernels.items():
+            if path not in paths:
+                raise ValueError(
+                    f"`sparse_kernels` names {path!r}, which is none of the variables: {sorted(paths)}"
+                )
+            view = _DenseView(paths[path].shape, np.asarray(index, "int32"))
+            self._dense_views[self._get_variable_index(paths[path])] = view
+
+    # The next two methods override private ones of Keras 3.15's `Muon` (keras is pinned to
+    # 3.15.x), the third a public one; tests/test_optimizers.py fails if a Keras release changes
+    # what they mean.
     def _should_use_adamw(self, variable):
         if len(variable.shape) < 2:
             return True
@@ -57,8 +86,14 @@ class KernelMuon(keras.optimizers.Muon):
         # scaling (`lr_adjust`) on the kernel's matrix view.
         self.assign_add(m, ops.add(gradient, m * (self.momentum - 1)))
         direction = ops.add(gradient, self.momentum * m) if self.nesterov else m
-        matrix = ops.reshape(direction, (-1, variable.shape[-1]))
+        view = self._dense_views.get(self._get_variable_index(variable))
+        if view is not None:
+            matrix = view.to_matrix(direction)
+        else:
+            matrix = ops.reshape(direction, (-1, variable.shape[-1]))
         update = self.lr_adjust(lr * self.zeropower_via_newtonschulz5(matrix, self.ns_steps))
+        if view is not None:
+            update = view.to_packed(update)
         self.assign_sub(variable, ops.reshape(update, variable.shape))
 
     def zeropower_via_newtonschulz5(self, x, steps):
@@ -80,3 +115,38 @@ class KernelMuon(keras.optimizers.Muon):
             polynomial = self.muon_a * polynomial + ops.matmul(factor, polynomial)
         wide = ops.matmul(polynomial, wide)
         return ops.transpose(wide) if tall else wide
+
+    def get_config(self):
+        config = super().get_config()
+        config["sparse_kernels"] = self.sparse_kernels
+        return config
+
+
+class _DenseView:
+    """A packed sparse kernel read as its dense `(taps * input_maps, output_maps)` matrix.
+
+    Args:
+        shape: The packed kernel's shape, `(..., connections)`.
+        dense_index: `SparseConv2D.dense_index` of its layer, `(input_maps, output_maps)`.
+    """
+
+    def __init__(self, shape, dense_index):
+        numbers = np.sort(dense_index[dense_index > 0])
+        if dense_index.ndim != 2 or not np.array_equal(numbers, np.arange(1, shape[-1] + 1)):
+            raise ValueError(
+                f"A dense index of shape {dense_index.shape} does not fit a kernel of shape {tuple(shape)}"
+            )
+        self.taps, self.output_maps = int(np.prod(shape[:-1])), dense_index.shape[1]
+        self.dense_index = dense_index.reshape(-1)
+        # Column of each packed weight among the dense matrix's `input_maps * output_maps`.
+        connected = np.flatnonzero(self.dense_index)
+        self.packed_columns = connected[np.argsort(self.dense_index[connected])]
+
+    def to_matrix(self, packed):
+        """The dense matrix of a packed kernel (or of its momentum): zeros where not connected."""
+        padded = ops.pad(ops.reshape(packed, (self.taps, -1)), [[0, 0], [1, 0]])
+        return ops.reshape(ops.take(padded, self.dense_index, axis=1), (-1, self.output_maps))
+
+    def to_packed(self, matrix):
+        """The connected entries of a dense matrix, in the packed kernel's order."""
+        return ops.take(ops.reshape(matrix, (self.taps, -1)), self.packed_columns, axis=1)

@@ -52,6 +52,44 @@ def test_kernel_muon_newton_schulz_on_the_gram_matrix_equals_keras_iteration(sha
     np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_iteration), atol=atol)
 
 
+def test_kernel_muon_steps_a_sparse_kernel_by_its_dense_matrix_orthogonalised():
+    import keras
+
+    from lenet_tf.layers import SparseConv2D
+    from lenet_tf.optimizers import KernelMuon
+
+    c3 = SparseConv2D(5, name="C3")
+    c3.build((None, 14, 14, 6))
+    c3.kernel.assign(np.zeros(c3.kernel.shape, "float32"))
+    gradient = np.random.default_rng(4).normal(size=c3.kernel.shape).astype("float32")
+    KernelMuon(LEARNING_RATE, sparse_kernels={c3.kernel.path: c3.dense_index}, weight_decay=0.0).apply([gradient], [c3.kernel])
+    # By hand: the dense 150 x 16 gradient (zeros where Table 1 has no connection), Keras's
+    # Newton-Schulz iteration and scale, and back at the connected entries.
+    connected = c3.dense_index > 0
+    dense = np.zeros((25, 6, 16), "float32")
+    dense[:, connected] = gradient.reshape(25, 60)[:, c3.dense_index[connected] - 1]
+    keras_muon = keras.optimizers.Muon(LEARNING_RATE)
+    orthogonal = np.asarray(keras_muon.zeropower_via_newtonschulz5(dense.reshape(150, 16), 5)).reshape(25, 6, 16)
+    expected = np.zeros((25, 60), "float32")
+    expected[:, c3.dense_index[connected] - 1] = -LEARNING_RATE * 0.2 * 150**0.5 * orthogonal[:, connected]
+    np.testing.assert_allclose(np.asarray(c3.kernel).reshape(25, 60), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "paths, index, message",
+    [(["C3/bias"], None, "none of the variables"), (["C3/kernel"], np.eye(6, 16, dtype="int32"), "does not fit")],
+)
+def test_kernel_muon_rejects_a_sparse_kernel_it_cannot_find_or_fit(paths, index, message):
+    from lenet_tf.layers import SparseConv2D
+    from lenet_tf.optimizers import KernelMuon
+
+    c3 = SparseConv2D(5, name="C3")
+    c3.build((None, 14, 14, 6))
+    sparse_kernels = {path: c3.dense_index if index is None else index for path in paths}
+    with pytest.raises(ValueError, match=message):
+        KernelMuon(LEARNING_RATE, sparse_kernels=sparse_kernels).build([c3.kernel])
+
+
 @pytest.mark.parametrize("shape, exclude_layers", [((16,), None), ((4, 3), ["kernel"])])
 def test_kernel_muon_steps_vectors_and_excluded_layers_with_adamw(shape, exclude_layers):
     from lenet_tf.optimizers import KernelMuon
@@ -78,6 +116,7 @@ def test_a_model_trained_with_muon_saves_and_loads_with_its_optimizer_state(tmp_
     loaded = load_lenet5(tmp_path / "muon.keras", compile=True)
     assert type(loaded.optimizer) is KernelMuon
     assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    assert loaded.optimizer.sparse_kernels == {"C3/kernel": model.get_layer("C3").dense_index.tolist()}
     saved = {variable.path: np.asarray(variable) for variable in model.optimizer.variables}
     restored = {variable.path: np.asarray(variable) for variable in loaded.optimizer.variables}
     assert saved.keys() == restored.keys() and len(saved) == 33

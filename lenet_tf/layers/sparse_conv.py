@@ -125,6 +125,17 @@ class SparseConv2D(keras.layers.Layer):
         dense_index[input_map, output_map] = np.arange(1, len(input_map) + 1)
         self._dense_index = dense_index.reshape(-1)
 
+    @property
+    def dense_index(self):
+        """Where each packed weight sits in the dense kernel.
+
+        Returns:
+            An `(input_maps, output_maps)` int32 array: entry `[i, k]` is 1 + the packed
+            kernel's column that connects input map `i` to output map `k`, or 0 where they are
+            not connected.
+        """
+        return self._dense_index.reshape(self.connection_table.shape)
+
     def build(self, input_shape):
         input_maps = input_shape[-1]
         if input_maps != self.connection_table.shape[0]:

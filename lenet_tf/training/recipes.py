@@ -16,6 +16,7 @@ trains with Muon (`lenet_tf.optimizers.KernelMuon`), warming up and decaying in 
 
 import keras
 
+from lenet_tf.layers import SparseConv2D
 from lenet_tf.losses import MAPLoss
 from lenet_tf.metrics import NearestPrototypeAccuracy
 from lenet_tf.model import model_variant
@@ -79,12 +80,14 @@ def ema_momentum(total_steps):
     return min(EMA_MOMENTUM, max(0.0, 1.0 - EMA_SPANS_PER_RUN / total_steps))
 
 
-def make_optimizer(config, steps_per_epoch):
+def make_optimizer(config, steps_per_epoch, sparse_kernels=None):
     """The Keras optimizer `config` asks for, with its schedule and weight average.
 
     Args:
         config: A `TrainConfig`.
         steps_per_epoch: Training steps per epoch, for the schedule and the average.
+        sparse_kernels: For Muon, the model's packed sparse kernels (`sparse_kernels`), read
+            as their dense matrices.
 
     Returns:
         A `keras.optimizers.AdamW`, `lenet_tf.optimizers.KernelMuon` (with the same decay for
@@ -104,8 +107,31 @@ def make_optimizer(config, steps_per_epoch):
         return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay, **average)
     if config.optimizer == "muon":
         decay = config.weight_decay
-        return KernelMuon(learning_rate, weight_decay=decay, adam_weight_decay=decay, **average)
+        return KernelMuon(
+            learning_rate,
+            sparse_kernels=sparse_kernels,
+            weight_decay=decay,
+            adam_weight_decay=decay,
+            **average,
+        )
     return keras.optimizers.Adam(learning_rate, **average)
+
+
+def sparse_kernels(model):
+    """The packed kernels of `model`'s `SparseConv2D` layers, by path, with their dense index.
+
+    Muon reads C3's packed `(5, 5, 60)` kernel as the `150 x 16` kernel it stands for, as it
+    reads every other convolution: as a `25 x 60` matrix, sixty columns in 25 dimensions, its
+    update could not be orthogonal (docs/training.md, Muon).
+
+    Args:
+        model: A Keras model.
+
+    Returns:
+        A dict from each kernel's path to its layer's `dense_index`, as nested lists.
+    """
+    sparse_layers = [layer for layer in model.layers if isinstance(layer, SparseConv2D)]
+    return {layer.kernel.path: layer.dense_index.tolist() for layer in sparse_layers}
 
 
 def effective_steps_per_execution(steps_per_epoch, requested):
@@ -146,7 +172,7 @@ def compile_lenet5(model, config, steps_per_epoch, jit_compile=False, steps_per_
         loss = keras.losses.SparseCategoricalCrossentropy()
         accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=make_optimizer(config, steps_per_epoch, sparse_kernels(model)),
         loss=loss,
         metrics=[accuracy],
         steps_per_execution=steps_per_execution
