@@ -68,7 +68,7 @@ class KernelMuon(keras.optimizers.Muon):
                 raise ValueError(
                     f"`sparse_kernels` names {path!r}, which is none of the variables: {sorted(paths)}"
                 )
-            view = _DenseView(paths[path].shape, np.asarray(index, "int32"))
+            view = _DenseView(path, paths[path].shape, np.asarray(index, "int32"))
             self._dense_views[self._get_variable_index(paths[path])] = view
 
     # The next two methods override private ones of Keras 3.15's `Muon` (keras is pinned to
@@ -126,15 +126,17 @@ class _DenseView:
     """A packed sparse kernel read as its dense `(taps * input_maps, output_maps)` matrix.
 
     Args:
+        path: The packed kernel's path, for messages.
         shape: The packed kernel's shape, `(..., connections)`.
         dense_index: `SparseConv2D.dense_index` of its layer, `(input_maps, output_maps)`.
     """
 
-    def __init__(self, shape, dense_index):
+    def __init__(self, path, shape, dense_index):
         numbers = np.sort(dense_index[dense_index > 0])
         if dense_index.ndim != 2 or not np.array_equal(numbers, np.arange(1, shape[-1] + 1)):
             raise ValueError(
-                f"A dense index of shape {dense_index.shape} does not fit a kernel of shape {tuple(shape)}"
+                f"`sparse_kernels[{path!r}]`: a dense index of shape {dense_index.shape} does not fit "
+                f"a kernel of shape {tuple(shape)}"
             )
         self.taps, self.output_maps = int(np.prod(shape[:-1])), dense_index.shape[1]
         self.dense_index = dense_index.reshape(-1)
