@@ -6,6 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from lenet_tf.layers.sparse_conv import pack_kernel, unpack_kernel
+
 
 @keras.saving.register_keras_serializable(package="lenet_tf")
 class KernelMuon(keras.optimizers.Muon):
@@ -56,7 +58,7 @@ class KernelMuon(keras.optimizers.Muon):
         super().__init__(learning_rate=learning_rate, **kwargs)
         sparse_kernels = sparse_kernels or {}
         self.sparse_kernels = {path: np.asarray(index).tolist() for path, index in sparse_kernels.items()}
-        self._dense_views = {}
+        self._dense_indices = {}
 
     def build(self, var_list):
         if self.built:
@@ -68,8 +70,15 @@ class KernelMuon(keras.optimizers.Muon):
                 raise ValueError(
                     f"`sparse_kernels` names {path!r}, which is none of the variables: {sorted(paths)}"
                 )
-            view = _DenseView(path, paths[path].shape, np.asarray(index, "int32"))
-            self._dense_views[self._get_variable_index(paths[path])] = view
+            dense_index = np.asarray(index, "int32")
+            connections = paths[path].shape[-1]
+            numbers = np.sort(dense_index[dense_index > 0])
+            if dense_index.ndim != 2 or not np.array_equal(numbers, np.arange(1, connections + 1)):
+                raise ValueError(
+                    f"`sparse_kernels[{path!r}]`: a dense index of shape {dense_index.shape} does "
+                    f"not fit a kernel of shape {tuple(paths[path].shape)}"
+                )
+            self._dense_indices[self._get_variable_index(paths[path])] = dense_index
 
     # The next two methods override private ones of Keras 3.15's `Muon` (keras is pinned to
     # 3.15.x), the third a public one; tests/test_optimizers.py fails if a Keras release changes
@@ -86,14 +95,13 @@ class KernelMuon(keras.optimizers.Muon):
         # scaling (`lr_adjust`) on the kernel's matrix view.
         self.assign_add(m, ops.add(gradient, m * (self.momentum - 1)))
         direction = ops.add(gradient, self.momentum * m) if self.nesterov else m
-        view = self._dense_views.get(self._get_variable_index(variable))
-        if view is not None:
-            matrix = view.to_matrix(direction)
-        else:
-            matrix = ops.reshape(direction, (-1, variable.shape[-1]))
+        dense_index = self._dense_indices.get(self._get_variable_index(variable))
+        if dense_index is not None:  # a packed sparse kernel: its dense kernel's matrix
+            direction = unpack_kernel(direction, dense_index)
+        matrix = ops.reshape(direction, (-1, direction.shape[-1]))
         update = self.lr_adjust(lr * self.zeropower_via_newtonschulz5(matrix, self.ns_steps))
-        if view is not None:
-            update = view.to_packed(update)
+        if dense_index is not None:
+            update = pack_kernel(ops.reshape(update, direction.shape), dense_index)
         self.assign_sub(variable, ops.reshape(update, variable.shape))
 
     def zeropower_via_newtonschulz5(self, x, steps):
@@ -121,34 +129,3 @@ class KernelMuon(keras.optimizers.Muon):
         config["sparse_kernels"] = self.sparse_kernels
         return config
 
-
-class _DenseView:
-    """A packed sparse kernel read as its dense `(taps * input_maps, output_maps)` matrix.
-
-    Args:
-        path: The packed kernel's path, for messages.
-        shape: The packed kernel's shape, `(..., connections)`.
-        dense_index: `SparseConv2D.dense_index` of its layer, `(input_maps, output_maps)`.
-    """
-
-    def __init__(self, path, shape, dense_index):
-        numbers = np.sort(dense_index[dense_index > 0])
-        if dense_index.ndim != 2 or not np.array_equal(numbers, np.arange(1, shape[-1] + 1)):
-            raise ValueError(
-                f"`sparse_kernels[{path!r}]`: a dense index of shape {dense_index.shape} does not fit "
-                f"a kernel of shape {tuple(shape)}"
-            )
-        self.taps, self.output_maps = int(np.prod(shape[:-1])), dense_index.shape[1]
-        self.dense_index = dense_index.reshape(-1)
-        # Column of each packed weight among the dense matrix's `input_maps * output_maps`.
-        connected = np.flatnonzero(self.dense_index)
-        self.packed_columns = connected[np.argsort(self.dense_index[connected])]
-
-    def to_matrix(self, packed):
-        """The dense matrix of a packed kernel (or of its momentum): zeros where not connected."""
-        padded = ops.pad(ops.reshape(packed, (self.taps, -1)), [[0, 0], [1, 0]])
-        return ops.reshape(ops.take(padded, self.dense_index, axis=1), (-1, self.output_maps))
-
-    def to_packed(self, matrix):
-        """The connected entries of a dense matrix, in the packed kernel's order."""
-        return ops.take(ops.reshape(matrix, (self.taps, -1)), self.packed_columns, axis=1)

@@ -31,6 +31,41 @@ def lenet5_connection_table():
     return table
 
 
+def unpack_kernel(packed, dense_index):
+    """The dense kernel a packed sparse kernel stands for, zeros where not connected.
+
+    Args:
+        packed: A `(..., connections)` tensor: a `SparseConv2D` kernel, or anything shaped like
+            it (its gradient, an optimizer's momentum).
+        dense_index: The layer's `SparseConv2D.dense_index`.
+
+    Returns:
+        A `(..., input_maps, output_maps)` tensor.
+    """
+    padded = ops.pad(packed, [[0, 0]] * (len(packed.shape) - 1) + [[1, 0]])
+    dense = ops.take(padded, dense_index.reshape(-1), axis=-1)
+    return ops.reshape(dense, tuple(packed.shape[:-1]) + dense_index.shape)
+
+
+def pack_kernel(dense, dense_index):
+    """The connected entries of a dense `(..., input_maps, output_maps)` kernel, packed.
+
+    The inverse of `unpack_kernel` on its image: entries where `dense_index` is 0 are dropped.
+
+    Args:
+        dense: A `(..., input_maps, output_maps)` tensor.
+        dense_index: The layer's `SparseConv2D.dense_index`.
+
+    Returns:
+        A `(..., connections)` tensor, in the packed kernel's order.
+    """
+    flat_index = dense_index.reshape(-1)
+    connected = np.flatnonzero(flat_index)
+    packed_order = connected[np.argsort(flat_index[connected])]
+    flat = ops.reshape(dense, tuple(dense.shape[:-2]) + (flat_index.size,))
+    return ops.take(flat, packed_order, axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="lenet_tf")
 class SparseConv2D(keras.layers.Layer):
     """2D convolution in which each output map sees only some of the input maps.
@@ -153,10 +188,7 @@ class SparseConv2D(keras.layers.Layer):
 
     def dense_kernel(self):
         """Returns the `(k, k, input_maps, output_maps)` kernel with zeros where not connected."""
-        k = self.kernel_size
-        padded = ops.pad(self.kernel, [[0, 0], [0, 0], [1, 0]])
-        dense = ops.take(padded, self._dense_index, axis=-1)
-        return ops.reshape(dense, (k, k) + self.connection_table.shape)
+        return unpack_kernel(self.kernel, self.dense_index)
 
     def convolution_op(self, inputs, kernel):
         """The convolution of `inputs` with a dense `(k, k, input_maps, output_maps)` kernel."""

@@ -128,10 +128,10 @@ def sparse_kernels(model):
         model: A Keras model.
 
     Returns:
-        A dict from each kernel's path to its layer's `dense_index`, as nested lists.
+        A dict from each kernel's path to its layer's `dense_index`.
     """
     sparse_layers = [layer for layer in model.layers if isinstance(layer, SparseConv2D)]
-    return {layer.kernel.path: layer.dense_index.tolist() for layer in sparse_layers}
+    return {layer.kernel.path: layer.dense_index for layer in sparse_layers}
 
 
 def effective_steps_per_execution(steps_per_epoch, requested):
