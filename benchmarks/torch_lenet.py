@@ -69,10 +69,13 @@ def store_kernels_as_matrices(model):
 def make_torch_optimizers(model, optimizer, learning_rate, weight_decay):
     """`lenet_tf`'s optimizer `optimizer` (`"adamw"` or `"muon"`) in PyTorch's own classes.
 
-    For `"muon"`: `torch.optim.Muon` on the matrices (the update scaled to AdamW's size, as
-    Keras's `Muon` does) and `torch.optim.AdamW` on the vectors, as `KernelMuon` splits them;
-    call `store_kernels_as_matrices` on the model first.
+    For `"muon"`: `torch.optim.Muon` on the matrices (with Muon's original update scale at
+    `MUON_LR_RATIO` times the learning rate and the same decay per step, as the recipes set
+    `KernelMuon`) and `torch.optim.AdamW` on the vectors, as `KernelMuon` splits them; call
+    `store_kernels_as_matrices` on the model first.
     """
+    from lenet_tf.training.recipes import MUON_LR_RATIO
+
     torch = _torch()
     parameters = list(model.parameters())
     if optimizer == "adamw":
@@ -81,7 +84,9 @@ def make_torch_optimizers(model, optimizer, learning_rate, weight_decay):
         raise ValueError(f"`optimizer` must be \"adamw\" or \"muon\". Received: optimizer={optimizer!r}")
     matrices = [p for p in parameters if p.ndim == 2]
     vectors = [p for p in parameters if p.ndim < 2]
-    optimizers = [torch.optim.Muon(matrices, lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")]
+    # torch decays by its group's rate, Keras's Muon by the learning rate itself: same decay per step.
+    muon_rate, muon_decay = learning_rate * MUON_LR_RATIO, weight_decay / MUON_LR_RATIO
+    optimizers = [torch.optim.Muon(matrices, lr=muon_rate, weight_decay=muon_decay, adjust_lr_fn="original")]
     if vectors:
         optimizers.append(torch.optim.AdamW(vectors, lr=learning_rate, weight_decay=weight_decay))
     return optimizers

@@ -21,8 +21,11 @@ class KernelMuon(keras.optimizers.Muon):
     zeros where its connection table has none (C3's `(5, 5, 60)` kernel as 150 x 16, not
     25 x 60), and its update is taken back at the connected entries. The Nesterov momentum is
     orthogonalised with Muon's Newton-Schulz iteration (run on the matrix's small Gram matrix:
-    Keras's result within float32 rounding, in fewer multiply-adds) and scaled to AdamW's update
-    size as Keras's `Muon` does (`rms_rate`), then reshaped back. Vectors (biases, the
+    Keras's result within float32 rounding, in fewer multiply-adds), scaled, and reshaped back.
+    The scale is Keras's by default (AdamW's update size, `rms_rate * sqrt(max(fan_in,
+    fan_out))`); with `muon_lr_ratio` it is Muon's as first published, `sqrt(max(1, fan_out /
+    fan_in))` at `muon_lr_ratio` times the learning rate, the same spectral norm for every
+    kernel of LeNet-5 (each has more inputs than outputs). Vectors (biases, the
     subsampling coefficients) and the layers named in `exclude_layers` get Keras's AdamW step,
     as in `Muon`.
 
@@ -32,6 +35,9 @@ class KernelMuon(keras.optimizers.Muon):
         sparse_kernels: A dict from the path of a packed sparse kernel (`"C3/kernel"`) to its
             layer's `SparseConv2D.dense_index` (as nested lists or an array). Defaults to none:
             every kernel read as its own matrix.
+        muon_lr_ratio: None for Keras's update scale (`rms_rate`), or a float: Muon's original
+            scale at this multiple of the learning rate, as `adam_lr_ratio` is AdamW's. Weight
+            decay stays `learning_rate * weight_decay` either way.
         **kwargs: Every other argument of `keras.optimizers.Muon` (`weight_decay` of the
             kernels, `adam_weight_decay` of the vectors, `momentum`, `ns_steps`, `rms_rate`,
             `exclude_layers`, `use_ema`, ...).
@@ -54,8 +60,9 @@ class KernelMuon(keras.optimizers.Muon):
     True
     """
 
-    def __init__(self, learning_rate=0.001, *, sparse_kernels=None, **kwargs):
+    def __init__(self, learning_rate=0.001, *, sparse_kernels=None, muon_lr_ratio=None, **kwargs):
         super().__init__(learning_rate=learning_rate, **kwargs)
+        self.muon_lr_ratio = muon_lr_ratio
         sparse_kernels = sparse_kernels or {}
         self.sparse_kernels = {path: np.asarray(index).tolist() for path, index in sparse_kernels.items()}
         self._dense_indices = {}
@@ -81,7 +88,7 @@ class KernelMuon(keras.optimizers.Muon):
             self._dense_indices[self._get_variable_index(paths[path])] = dense_index
 
     # The next two methods override private ones of Keras 3.15's `Muon` (keras is pinned to
-    # 3.15.x), the third a public one; tests/test_optimizers.py fails if a Keras release changes
+    # 3.15.x), the other two public ones; tests/test_optimizers.py fails if a Keras release changes
     # what they mean.
     def _should_use_adamw(self, variable):
         if len(variable.shape) < 2:
@@ -103,6 +110,12 @@ class KernelMuon(keras.optimizers.Muon):
         if dense_index is not None:
             update = pack_kernel(ops.reshape(update, direction.shape), dense_index)
         self.assign_sub(variable, ops.reshape(update, variable.shape))
+
+    def lr_adjust(self, x):
+        if self.muon_lr_ratio is None:
+            return super().lr_adjust(x)
+        fan_in, fan_out = x.shape
+        return x * (self.muon_lr_ratio * max(1.0, fan_out / fan_in) ** 0.5)
 
     def zeropower_via_newtonschulz5(self, x, steps):
         # Keras's five quintic iterations `X <- aX + (bA + cA^2)X` with `A = XX^T`, run on the
@@ -127,5 +140,6 @@ class KernelMuon(keras.optimizers.Muon):
     def get_config(self):
         config = super().get_config()
         config["sparse_kernels"] = self.sparse_kernels
+        config["muon_lr_ratio"] = self.muon_lr_ratio
         return config
 

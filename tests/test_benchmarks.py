@@ -182,26 +182,30 @@ def test_torch_contender_steps_its_kernels_as_kernel_muon_does(mnist, torch_lene
     import torch
 
     from lenet_tf.optimizers import KernelMuon
+    from lenet_tf.training.recipes import MUON_LR_RATIO
 
     (x_train, y_train), _ = mnist
     trainer = torch_lenet.TorchTrainer(x_train[:64], y_train[:64], 32, 10, 1e-2, 0.0, 0.9)
     muon, adamw = trainer.optimizers
     assert [tuple(p.shape) for p in muon.param_groups[0]["params"]] == [(6, 25), (16, 150), (120, 400), (84, 120), (10, 84)]
     assert all(p.ndim == 1 for p in adamw.param_groups[0]["params"])
-    # Three steps of C3's kernel from the same gradients: torch (filters, inputs), Keras (5, 5, 6, 16).
+    # Three steps of C3's kernel from the same weights and gradients, weight decay included:
+    # torch (filters, inputs), Keras (5, 5, 6, 16).
     rng = np.random.default_rng(0)
+    start = rng.normal(size=(16, 6, 5, 5)).astype("float32")
     gradients = [rng.normal(size=(16, 6, 5, 5)).astype("float32") for _ in range(3)]
-    matrix = torch.nn.Parameter(torch.zeros(16, 150))
-    torch_muon = torch_lenet.make_torch_optimizers(torch.nn.ParameterList([matrix]), "muon", 1e-2, 0.0)[0]
-    kernel = keras.Variable(np.zeros((5, 5, 6, 16), "float32"))
-    keras_muon = KernelMuon(1e-2, weight_decay=0.0)
+    matrix = torch.nn.Parameter(torch.from_numpy(start.reshape(16, 150).copy()))
+    torch_muon = torch_lenet.make_torch_optimizers(torch.nn.ParameterList([matrix]), "muon", 1e-2, 0.5)[0]
+    kernel = keras.Variable(start.transpose(2, 3, 1, 0))
+    keras_muon = KernelMuon(1e-2, muon_lr_ratio=MUON_LR_RATIO, weight_decay=0.5)
     for gradient in gradients:
         matrix.grad = torch.from_numpy(gradient.reshape(16, 150))
         torch_muon.step()
         keras_muon.apply([gradient.transpose(2, 3, 1, 0)], [kernel])
-    ours = np.asarray(kernel).transpose(3, 2, 0, 1).reshape(16, 150)
+    keras_move = np.asarray(kernel).transpose(3, 2, 0, 1).reshape(16, 150) - start.reshape(16, 150)
+    torch_move = matrix.detach().numpy() - start.reshape(16, 150)
     # torch orthogonalises in bfloat16, Keras in float32.
-    np.testing.assert_allclose(matrix.detach().numpy(), ours, atol=0.03 * np.abs(ours).max())
+    np.testing.assert_allclose(torch_move, keras_move, atol=0.03 * np.abs(keras_move).max())
 
 
 # Runs `benchmarks.accelerator` with every TensorFlow import failing, as on a machine without it.

@@ -34,6 +34,18 @@ def test_kernel_muon_steps_a_convolution_kernel_by_an_orthogonalised_matrix():
     assert not np.all(np.abs(theirs - 1) < 0.35), theirs
 
 
+# C1's kernel (25 x 6: Keras's scale 1.0, Muon's original 1) and a wide one (18 x 40: Keras's
+# 1.26, the original sqrt(40 / 18)).
+@pytest.mark.parametrize("shape, original_scale", [((5, 5, 1, 6), 1.0), ((3, 3, 2, 40), (40 / 18) ** 0.5)])
+def test_kernel_muon_with_a_muon_lr_ratio_steps_by_muons_original_scale(shape, original_scale):
+    from lenet_tf.optimizers import KernelMuon
+
+    gradient = np.random.default_rng(1).normal(size=shape).astype("float32")
+    step = _first_step(KernelMuon(LEARNING_RATE, muon_lr_ratio=2.5, weight_decay=0.0), shape, gradient)
+    singular_values = np.linalg.svd(step.reshape(-1, shape[-1]), compute_uv=False)
+    assert np.all(np.abs(singular_values / (LEARNING_RATE * 2.5 * original_scale) - 1) < 0.35), singular_values
+
+
 # LeNet-5's kernel matrices, tall and wide (C1, C3 packed, C5, F6), and one in float64.
 @pytest.mark.parametrize(
     "shape, dtype, atol",

@@ -36,6 +36,11 @@ WARMUP_START_FACTOR = 0.04
 # the run, so that a short run does not end on weights still near their initial values.
 EMA_MOMENTUM = 0.999
 EMA_SPANS_PER_RUN = 20.0
+# Muon steps every kernel by the same spectral norm, 2.5x the learning rate (0.02 at `fast`'s
+# peak, Muon's usual rate), not by Keras's AdamW-sized scale, which gave C5 1.6x and C1 0.4x C3's
+# step: two epochs of `fast` end 0.05 point lower on the mean of sixty seeds, six 0.06 lower
+# (docs/training.md, "Muon's original update scale").
+MUON_LR_RATIO = 2.5
 
 
 def learning_rate_schedule(config, steps_per_epoch):
@@ -110,6 +115,7 @@ def make_optimizer(config, steps_per_epoch, sparse_kernels=None):
         return KernelMuon(
             learning_rate,
             sparse_kernels=sparse_kernels,
+            muon_lr_ratio=MUON_LR_RATIO,
             weight_decay=decay,
             adam_weight_decay=decay,
             **average,
