@@ -142,4 +142,3 @@ class KernelMuon(keras.optimizers.Muon):
         config["sparse_kernels"] = self.sparse_kernels
         config["muon_lr_ratio"] = self.muon_lr_ratio
         return config
-
