@@ -8,11 +8,10 @@ import sys
 import textwrap
 
 import pytest
+from conftest import REPO
 
 from lenet_tf.commands import base
 from lenet_tf.errors import ImageError, RunFailed, SettingError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def empty_parser(prog=None):

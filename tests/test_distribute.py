@@ -7,7 +7,6 @@ run of the same settings.
 """
 
 import json
-import pathlib
 import socket
 import subprocess
 import sys
@@ -16,11 +15,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import command_env, model_weights
+from conftest import REPO, command_env, model_weights
 from lenet_tf.errors import SettingError
 from lenet_tf.training.distribute import is_chief, read_tf_config, task_name, worker_count
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 SETTINGS = dict(
     variant="paper", train_limit=1024, epochs=2, batch_size=64, optimizer="sgd", learning_rate=5e-3,
     schedule="cosine", ema=False, weight_decay=0.0, seed=0, validation=False,

@@ -7,11 +7,10 @@ About 1-2 minutes on a 2-core CPU (a short training run and three exports).
 """
 
 import os
-import pathlib
 
 import pytest
+from conftest import REPO
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "lenet5_walkthrough.ipynb"
 CELL_TIMEOUT_S = 600
 

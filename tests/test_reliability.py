@@ -20,9 +20,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, command_env, run_cli
+from conftest import REPO, assert_one_line_error, command_env, run_cli
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 # --- model files ---------------------------------------------------------------------------

@@ -11,7 +11,6 @@ the kill run also checks `--overwrite`.
 
 import csv
 import json
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -21,10 +20,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, command_env, model_weights, run_cli
+from conftest import REPO, assert_one_line_error, command_env, model_weights, run_cli
 from lenet_tf.files import file_sha256
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_RUN = (
     "--deterministic", "--variant", "paper", "--train-limit", "4096", "--epochs", "4",
     "--batch-size", "64", "--optimizer", "sgd", "--lr", "5e-3", "--schedule", "cosine",

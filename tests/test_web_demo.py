@@ -18,7 +18,6 @@ import base64
 import io
 import math
 import os
-import pathlib
 import queue
 import re
 import subprocess
@@ -30,9 +29,8 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import node_with_packages
+from conftest import REPO, node_with_packages
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 WEB_DIR = REPO / "examples" / "web"
 RUNTIME_DIR = WEB_DIR / "node_modules" / "onnxruntime-web" / "dist"
 PRETRAINED_ONNX = REPO / "lenet_tf" / "pretrained" / "paper" / "lenet5.onnx"
