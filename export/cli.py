@@ -87,4 +87,3 @@ def artifact_bytes(path):
     if path.is_dir():
         return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
     return path.stat().st_size
-

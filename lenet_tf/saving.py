@@ -193,4 +193,3 @@ def load_lenet5(path, compile=False, also_allow=()):
                 f"{path}: weight {weight.path} contains NaN or infinity (did its training diverge?)"
             )
     return model
-

@@ -233,9 +233,9 @@ def test_accelerator_trains_on_jax_without_tensorflow_with_fit_and_with_scan(mni
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(results.read_text())
     assert result["device"].startswith("keras ") and " jax " in result["device"]
-    assert [run["loop"] for run in result["runs"]] == ["fit", "scan"]
-    for run in result["runs"]:  # untrained: about 90% error
-        assert run["test_error"] < 0.5, run
+    assert [trained["loop"] for trained in result["runs"]] == ["fit", "scan"]
+    for trained in result["runs"]:  # untrained: about 90% error
+        assert trained["test_error"] < 0.5, trained
 
 
 # Counts JAX's compilations of Keras's evaluation step during one `train_recipe` with `scan`.

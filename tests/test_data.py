@@ -25,6 +25,7 @@ from lenet_tf.data import (
     steps_per_epoch,
 )
 
+
 def write_mnist_folder(folder, train_labels=None, test_images=None, dotted=False, gz=True):
     """Writes a small MNIST folder (12 train, 5 test images), valid unless overridden."""
     rng = np.random.default_rng(0)

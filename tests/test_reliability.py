@@ -23,7 +23,6 @@ import pytest
 from conftest import REPO, assert_one_line_error, command_env, run_cli
 
 
-
 # --- model files ---------------------------------------------------------------------------
 
 

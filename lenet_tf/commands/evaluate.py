@@ -7,6 +7,7 @@ import json
 
 from lenet_tf.commands import base
 
+
 def build_parser(prog=None):
     parser = base.ArgumentParser(
         prog=prog or "python -m lenet_tf.evaluate",
