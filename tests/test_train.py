@@ -351,8 +351,8 @@ def test_a_recipe_sets_what_is_not_given_and_nothing_else():
     for name, recipe in RECIPES.items():
         config = TrainConfig(recipe=name)
         assert {setting: getattr(config, setting) for setting in recipe} == recipe
-    fast = TrainConfig(recipe="fast", epochs=2, ema=False)
-    assert (fast.epochs, fast.ema, fast.batch_size, fast.schedule) == (2, False, 64, "onecycle")
+    fast = TrainConfig(recipe="fast", epochs=2, ema=False, map_j=1.0)
+    assert (fast.epochs, fast.ema, fast.map_j, fast.batch_size, fast.schedule) == (2, False, 1.0, 64, "onecycle")
     # Another optimizer gets its own default learning rate, not the recipe's Muon one.
     assert TrainConfig(recipe="fast", optimizer="sgd").initial_learning_rate() == 2e-3
     assert TrainConfig(recipe="fast", optimizer="sdlm", batch_size=1).initial_learning_rate() == 5e-5
@@ -392,6 +392,17 @@ def test_onecycle_rates_are_keras_warmup_cosine_decay_traced_without_a_condition
     traced = tf.function(ours).get_concrete_function(tf.TensorSpec([], tf.int64))
     assert not {op.type for op in traced.graph.get_operations()} & {"If", "StatelessIf"}
     assert WarmupCosineDecay.from_config(ours.get_config()).get_config() == ours.get_config()
+
+
+def test_each_recipe_compiles_the_map_loss_with_its_own_j():
+    from lenet_tf.model import build_lenet5
+    from lenet_tf.training import TrainConfig
+    from lenet_tf.training.recipes import compile_lenet5
+
+    for settings, j in [({}, 1.0), ({"recipe": "fast"}, 2.0), ({"recipe": "fast", "map_j": 0.5}, 0.5)]:
+        model = build_lenet5("paper")
+        compile_lenet5(model, TrainConfig(**settings), steps_per_epoch=10)
+        assert model.loss.j == j, settings
 
 
 def test_compiling_builds_the_optimizer_before_fit_traces_anything():

@@ -34,11 +34,11 @@ PROGRESS = ("auto", 0, 1, 2)
 RECIPES = {
     "paper-schedule": {
         "epochs": 20, "batch_size": 32, "optimizer": "adamw", "learning_rate": 2e-3,
-        "schedule": "cosine", "weight_decay": 0.05, "ema": True,
+        "schedule": "cosine", "weight_decay": 0.05, "ema": True, "map_j": 1.0,
     },
     "fast": {
         "epochs": 6, "batch_size": 64, "optimizer": "muon", "learning_rate": 8e-3,
-        "schedule": "onecycle", "weight_decay": 0.1, "ema": True,
+        "schedule": "onecycle", "weight_decay": 0.1, "ema": True, "map_j": 2.0,
     },
 }  # fmt: skip
 
@@ -103,8 +103,8 @@ class TrainConfig:
         "paper-schedule",
         "paper-schedule: the paper's 20 passes, batch 32, AdamW with cosine decay (0.81% test error); "
         "fast: 6 passes, batch 64, Muon with a one-cycle schedule (docs/training.md#recipes). "
-        "Sets epochs, batch_size, optimizer, learning_rate, schedule, weight_decay and ema, unless "
-        "given",
+        "Sets epochs, batch_size, optimizer, learning_rate, schedule, weight_decay, ema and map_j, "
+        "unless given",
         choices=tuple(RECIPES),
     )
     epochs: int | None = setting(
@@ -156,7 +156,9 @@ class TrainConfig:
     ema: bool | None = setting(
         None, "end with an exponential moving average of the weights (over ~5% of the run)", boolean=True
     )
-    map_j: float = setting(1.0, "constant j of the paper's MAP loss (paper variant)", check=POSITIVE)
+    map_j: float | None = setting(
+        None, "constant j of the paper's MAP loss (paper variant)", check=POSITIVE, number=float
+    )
     distort: bool = setting(False, "random affine distortions of the training images, fresh every epoch")
     seed: int = setting(0, "seed of the initial weights, the data order and the distortions", check=SEED)
     deterministic: bool = setting(
