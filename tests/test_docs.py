@@ -1,6 +1,7 @@
 """The documentation's links: every relative link of the README, docs/, the examples' READMEs and
 the model card reaches a file of the repository, and every `#anchor` a heading of its page."""
 
+import functools
 import re
 
 import pytest
@@ -31,6 +32,7 @@ def relative_links(path):
         yield target, (path.parent / file if file else path), anchor
 
 
+@functools.cache  # a page is read once, not once per link to it
 def heading_anchors(path):
     """The anchors GitHub gives the headings of `path`: the text without its markup, lower case,
     punctuation dropped, spaces as hyphens, and `-1`, `-2`, ... after a repeated one."""
