@@ -3,7 +3,8 @@
 Usage:
 
     pip install -e '.[dev,bench]'          # PyTorch for its column (CPU wheel)
-    python -m benchmarks.run --data-dir ../shared/data/mnist [--out benchmarks/results]
+    python -m benchmarks.run --data-dir ../shared/data/mnist [--out benchmarks/results] \
+        [--optimizer muon|adamw]
 
 Runs, in this order and side by side within each part:
 
@@ -12,6 +13,10 @@ Runs, in this order and side by side within each part:
    the ratios.
 2. `benchmarks.time_to_accuracy`: training seconds from scratch to 99.0% test accuracy and to
    the paper's 0.95% test error, each contender with the `fast` recipe.
+
+Every contender trains with `--optimizer`, each through its own library: Muon (the recipe's), or
+AdamW, which compares the tools on a CPU without bfloat16 instructions, where PyTorch's Muon
+orthogonalises in emulated bfloat16 and so measures that (docs/performance.md).
 3. `benchmarks.export_compare`: the paper and the stock-Keras model as trained in part 2,
    saved and exported (TFLite float32, full int8, ONNX), each run by Keras, LiteRT and
    onnxruntime: batch-1 latency and throughput at batch 1024.
@@ -143,12 +148,14 @@ def execute(args):
     (x_train, _), (x_test, y_test) = load_mnist(args.data_dir)
     progress = PartProgress()
     results = {"machine": machine()}
-    results["throughput"] = train_throughput.measure_batch_sizes(args.data_dir, args.batch_sizes, args.images, args.repeats)
+    results["throughput"] = train_throughput.measure_batch_sizes(
+        args.data_dir, args.batch_sizes, args.images, args.repeats, args.optimizer
+    )
     progress.done()
     with tempfile.TemporaryDirectory(prefix="benchmarks_") as scratch:
         scratch = pathlib.Path(scratch)
         results["time_to_accuracy"] = time_to_accuracy.measure(
-            args.data_dir, batch_size=args.batch_size, epochs=args.epochs, save_dir=scratch
+            args.data_dir, batch_size=args.batch_size, epochs=args.epochs, save_dir=scratch, optimizer=args.optimizer
         )
         progress.done()
         paper = load_lenet5(scratch / "paper.keras")

@@ -3,7 +3,7 @@
 Usage:
 
     python -m benchmarks.time_to_accuracy [--batch-size 64] [--epochs 6] \
-        [--checks-per-epoch 2] [--seed 0] [--data-dir DIR] [--json results.json]
+        [--checks-per-epoch 2] [--seed 0] [--optimizer muon|adamw] [--data-dir DIR] [--json results.json]
 
 Each contender of `benchmarks.trainers` (the paper model, the stock-Keras LeNet, the PyTorch
 LeNet when installed, each with the `fast` recipe through its own library) trains from fresh
@@ -61,7 +61,8 @@ def time_to_accuracy(trainer, x_test, y_test, targets, checks, steps_per_check):
     return {"targets": reached, "curve": curve}
 
 
-def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_per_epoch=2, seed=0, save_dir=None):
+def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_per_epoch=2, seed=0, save_dir=None,
+            optimizer=None):  # fmt: skip
     """Time to each of `targets` for each contender, from fresh weights, one at a time.
 
     Args:
@@ -73,29 +74,33 @@ def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_pe
         seed: Seed of the weights and the data order.
         save_dir: If given, the Keras contenders are saved there as `<name>.keras` as they
             stand after their run (for the inference benchmark).
+        optimizer: Every contender's optimizer (`benchmarks.trainers.OPTIMIZERS`; None: the
+            recipe's).
 
     Returns:
-        `{"batch_size", "epochs", "seed", "train_examples", "models": {contender: time_to_accuracy result}}`.
+        `{"batch_size", "epochs", "seed", "optimizer", "train_examples", "models": {contender:
+        time_to_accuracy result}}`.
     """
     import pathlib
 
-    from benchmarks.trainers import FAST_BATCH_SIZE, TrainerProcess, available_contenders
+    from benchmarks.trainers import FAST_BATCH_SIZE, OPTIMIZERS, TrainerProcess, available_contenders
     from lenet_tf.data import load_mnist, steps_per_epoch
 
-    batch_size = batch_size or FAST_BATCH_SIZE
+    batch_size, optimizer = batch_size or FAST_BATCH_SIZE, optimizer or OPTIMIZERS[0]
 
     (_, y_train), _ = load_mnist(data_dir)
     steps_per_check = steps_per_epoch(len(y_train), batch_size) // checks_per_epoch
     checks = epochs * checks_per_epoch
     trainer_args = {"batch_size": batch_size, "total_steps": checks * steps_per_check,
-                    "steps_per_call": steps_per_check, "seed": seed}  # fmt: skip
+                    "steps_per_call": steps_per_check, "seed": seed, "optimizer": optimizer}  # fmt: skip
     models = {}
     for name in available_contenders():
         with TrainerProcess(name, data_dir, **trainer_args) as worker:
             models[name] = worker.time_to_accuracy(targets, checks, steps_per_check)
             if save_dir is not None and name != "torch":
                 worker.save(pathlib.Path(save_dir) / f"{name}.keras")
-    return {"batch_size": batch_size, "epochs": epochs, "seed": seed, "train_examples": len(y_train), "models": models}
+    return {"batch_size": batch_size, "epochs": epochs, "seed": seed, "optimizer": optimizer,
+            "train_examples": len(y_train), "models": models}  # fmt: skip
 
 
 def markdown(result):
@@ -104,7 +109,8 @@ def markdown(result):
 
     targets = next(iter(result["models"].values()))["targets"]
     header = " | ".join(f"seconds to {_label(float(target))} | epochs" for target in targets)
-    lines = [f"| model (batch {result['batch_size']}, at most {result['epochs']} epochs) | {header} | best test accuracy |",
+    setting = f"batch {result['batch_size']}, at most {result['epochs']} epochs, {result['optimizer']}"
+    lines = [f"| model ({setting}) | {header} | best test accuracy |",
              "|---|" + "---:|---:|" * len(targets) + "---:|"]  # fmt: skip
     for name, run in result["models"].items():
         cells = []
@@ -142,7 +148,8 @@ def build_parser(prog=None):
 
 def execute(args):
     """Measures every contender; prints the table (and writes `--json`)."""
-    result = measure(args.data_dir, TARGETS, args.batch_size, args.epochs, args.checks_per_epoch, args.seed)
+    result = measure(args.data_dir, TARGETS, args.batch_size, args.epochs, args.checks_per_epoch, args.seed,
+                     optimizer=args.optimizer)  # fmt: skip
     report(markdown(result), result, args.json)
 
 

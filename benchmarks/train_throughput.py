@@ -3,7 +3,7 @@
 Usage:
 
     python -m benchmarks.train_throughput [--batch-sizes 32 128 512] [--images 25600] \
-        [--repeats 3] [--data-dir DIR] [--json results.json]
+        [--repeats 3] [--optimizer muon|adamw] [--data-dir DIR] [--json results.json]
 
 The contenders are `benchmarks.trainers`' (the paper model as `python -m lenet_tf.train`
 compiles it, the stock-Keras LeNet through the same `model.fit` and in-memory stream, the
@@ -24,7 +24,7 @@ from lenet_tf.commands import base
 THROUGHPUT_BATCH_SIZES = (32, 128, 512)
 
 
-def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
+def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0, optimizer=None):
     """Training images/s of each contender at one batch size, alternating, median of `repeats`.
 
     Args:
@@ -33,14 +33,18 @@ def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
         steps: Training steps per measurement (each after as many untimed ones, in the same call).
         repeats: Measurements per contender.
         seed: Seed of the weights and the data order.
+        optimizer: Every contender's optimizer (`benchmarks.trainers.OPTIMIZERS`; None: the
+            recipe's).
 
     Returns:
-        `{"batch_size", "images_per_second": {contender: images/s}, "ratio_vs_stock"` and,
-        with PyTorch installed, `"ratio_vs_torch"}`: paper model / other.
+        `{"batch_size", "optimizer", "images_per_second": {contender: images/s},
+        "ratio_vs_stock"` and, with PyTorch installed, `"ratio_vs_torch"}`: paper model / other.
     """
-    from benchmarks.trainers import TrainerProcess, available_contenders
+    from benchmarks.trainers import OPTIMIZERS, TrainerProcess, available_contenders
 
-    trainer_args = {"batch_size": batch_size, "total_steps": 2 * repeats * steps, "steps_per_call": steps, "seed": seed}
+    optimizer = optimizer or OPTIMIZERS[0]
+    trainer_args = {"batch_size": batch_size, "total_steps": 2 * repeats * steps, "steps_per_call": steps,
+                    "seed": seed, "optimizer": optimizer}  # fmt: skip
     workers = {}
     try:
         for name in available_contenders():
@@ -53,15 +57,16 @@ def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0):
         for worker in workers.values():
             worker.close()
     speeds = {name: statistics.median(values) for name, values in samples.items()}
-    result = {"batch_size": batch_size, "images_per_second": speeds, "ratio_vs_stock": speeds["paper"] / speeds["stock"]}
+    result = {"batch_size": batch_size, "optimizer": optimizer, "images_per_second": speeds,
+              "ratio_vs_stock": speeds["paper"] / speeds["stock"]}  # fmt: skip
     if "torch" in speeds:
         result["ratio_vs_torch"] = speeds["paper"] / speeds["torch"]
     return result
 
 
-def measure_batch_sizes(data_dir=None, batch_sizes=THROUGHPUT_BATCH_SIZES, images=25_600, repeats=3):
+def measure_batch_sizes(data_dir=None, batch_sizes=THROUGHPUT_BATCH_SIZES, images=25_600, repeats=3, optimizer=None):
     """`measure` at each batch size, with `images` images per measurement; a list of its results."""
-    return [measure(data_dir, size, max(1, images // size), repeats) for size in batch_sizes]
+    return [measure(data_dir, size, max(1, images // size), repeats, optimizer=optimizer) for size in batch_sizes]
 
 
 MODEL_LABELS = {
@@ -74,7 +79,7 @@ MODEL_LABELS = {
 def markdown(results):
     """Images/s per model (rows) and batch size (columns), and the paper model's ratio to each."""
     sizes = " | ".join(f"batch {result['batch_size']}" for result in results)
-    lines = [f"| training images/s | {sizes} |", "|---|" + "---:|" * len(results)]
+    lines = [f"| training images/s ({results[0]['optimizer']}) | {sizes} |", "|---|" + "---:|" * len(results)]
     for name in results[0]["images_per_second"]:
         cells = [f"{result['images_per_second'][name]:,.0f}" for result in results]
         lines.append(f"| {MODEL_LABELS[name]} | {' | '.join(cells)} |")
@@ -113,7 +118,7 @@ def execute(args):
     from lenet_tf.data import load_mnist
 
     load_mnist(args.data_dir)  # a bad folder is reported here, in one line, not by each worker
-    result = measure_batch_sizes(args.data_dir, args.batch_sizes, args.images, args.repeats)
+    result = measure_batch_sizes(args.data_dir, args.batch_sizes, args.images, args.repeats, args.optimizer)
     report(markdown(result), result, args.json)
 
 

@@ -11,6 +11,9 @@ A trainer has `batch_size`, `train(steps, every=None, callback=None)` and
 - `"torch"`: the same stock LeNet in PyTorch (`benchmarks.torch_lenet`), the same recipe in
   PyTorch's tools, when PyTorch is installed.
 
+Any of them can swap the recipe's Muon for AdamW (`make_trainer`'s `optimizer`, the benchmarks'
+`--optimizer`), each in its own library.
+
 `TrainerProcess` runs one trainer in a process of its own. TensorFlow's and PyTorch's thread
 pools both size themselves to every core and spin briefly when idle; in one process, each
 library's idle threads would slow the other's measurement. A worker waits on a pipe between
@@ -27,6 +30,10 @@ from lenet_tf.training.config import RECIPES
 CONTENDERS = ("paper", "stock", "torch")
 # Every contender trains with the `fast` recipe, at its batch size unless a benchmark says otherwise.
 FAST_BATCH_SIZE = RECIPES["fast"]["batch_size"]
+# The optimizers every contender has in its own library; the recipe's first. PyTorch's Muon
+# orthogonalises in bfloat16, which CPUs without native bfloat16 (AVX2 alone) emulate 7x slower
+# than float32 (docs/performance.md): `adamw` compares the tools there without that.
+OPTIMIZERS = (RECIPES["fast"]["optimizer"], "adamw")
 
 
 class KerasTrainer:
@@ -115,11 +122,15 @@ def images_per_second(trainer, steps):
 
 
 def add_contender_arguments(parser, batch_size=True):
-    """Adds the flags of a benchmark that trains the contenders: --data-dir and, with
+    """Adds the flags of a benchmark that trains the contenders: --data-dir, --optimizer and, with
     `batch_size`, --batch-size (one for every contender)."""
     from lenet_tf.commands import base
 
     parser.add_argument("--data-dir", metavar="DIR", help="MNIST IDX folder (default: $LENET_MNIST_DIR, else TFDS)")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=OPTIMIZERS[0],
+                        help="every contender's optimizer, each library's own, at the fast recipe's peak rate: "
+                             "muon (the recipe's; PyTorch's orthogonalises in bfloat16, slow on CPUs without it) "
+                             "or adamw (default: %(default)s)")  # fmt: skip
     if batch_size:
         parser.add_argument("--batch-size", type=base.positive_int, default=FAST_BATCH_SIZE, metavar="N",
                             help=f"training images per step for every contender (default: {FAST_BATCH_SIZE}, "
@@ -133,7 +144,7 @@ def available_contenders():
     return tuple(name for name in CONTENDERS if name != "torch" or torch_lenet.available())
 
 
-def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0):
+def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0, optimizer=None):
     """One freshly initialised contender, set up with the `fast` recipe over `total_steps`.
 
     Every contender gets the recipe of `lenet-tf train --recipe fast` (its optimizer, the one-cycle
@@ -149,14 +160,18 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
         steps_per_call: Steps each `train` call will run: the Keras models' `steps_per_execution`
             is the largest divisor of it up to the `TrainConfig` default, as in `lenet_tf.training`.
         seed: Seed of the weights and the data order.
+        optimizer: One of `OPTIMIZERS`, at the recipe's peak learning rate; None: the recipe's.
     """
     from lenet_tf.training.config import TrainConfig
     from lenet_tf.training.recipes import ema_momentum
 
     if name not in CONTENDERS:
         raise ValueError(f"`name` must be one of {CONTENDERS}. Received: name={name!r}")
+    if optimizer not in (None, *OPTIMIZERS):
+        raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}. Received: optimizer={optimizer!r}")
     # One "epoch" of `total_steps` steps: the recipe's schedule spans exactly the benchmark's steps.
-    config = TrainConfig(recipe="fast", epochs=1, batch_size=batch_size, seed=seed)
+    config = TrainConfig(recipe="fast", epochs=1, batch_size=batch_size, seed=seed, optimizer=optimizer,
+                         learning_rate=RECIPES["fast"]["learning_rate"])  # fmt: skip
     if name == "torch":
         from benchmarks.torch_lenet import TorchTrainer
 
@@ -235,7 +250,8 @@ class TrainerProcess:
     Args:
         name: `"paper"`, `"stock"` or `"torch"`.
         data_dir: MNIST folder for `lenet_tf.data.load_mnist` (None: its default).
-        **trainer_args: `make_trainer`'s `batch_size`, `total_steps`, `steps_per_call`, `seed`.
+        **trainer_args: `make_trainer`'s `batch_size`, `total_steps`, `steps_per_call`, `seed`,
+            `optimizer`.
     """
 
     def __init__(self, name, data_dir=None, **trainer_args):

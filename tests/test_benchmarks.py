@@ -72,24 +72,25 @@ def test_time_to_accuracy_table_says_when_a_target_was_not_reached():
         return {"targets": targets, "curve": [{"accuracy": point[3]} for point in points]}
 
     result = {
-        "batch_size": 128, "epochs": 6, "train_examples": 60_000,
+        "batch_size": 128, "epochs": 6, "optimizer": "muon", "train_examples": 60_000,
         "models": {
             "paper": run((True, 21.04, 2340, 0.9903), (True, 30.0, 2808, 0.9907)),
             "stock": run((False, 40.0, 2808, 0.9871), (False, 40.0, 2808, 0.9871)),
         },
     }  # fmt: skip
     table = time_to_accuracy.markdown(result)
-    assert "seconds to 99.0% accuracy | epochs | seconds to 0.95% error | epochs" in table
+    assert "| model (batch 128, at most 6 epochs, muon) | seconds to 99.0% accuracy | epochs |" in table
+    assert "| seconds to 0.95% error | epochs | best test accuracy |" in table
     assert "| 21.0 | 5.0 | 30.0 | 6.0 | 99.07% |" in table
     assert "| not reached | - | not reached | - | 98.71% |" in table
 
 
-def test_time_to_accuracy_seed_reaches_every_contender(mnist_dir, tmp_path, capsys, monkeypatch):
-    seeds = {}
+def test_time_to_accuracy_seed_and_optimizer_reach_every_contender(mnist_dir, tmp_path, capsys, monkeypatch):
+    settings = {}
 
     class RecordingProcess:
         def __init__(self, name, data_dir, **trainer_args):
-            seeds[name] = trainer_args["seed"]
+            settings[name] = (trainer_args["seed"], trainer_args["optimizer"])
 
         def __enter__(self):
             return self
@@ -103,11 +104,42 @@ def test_time_to_accuracy_seed_reaches_every_contender(mnist_dir, tmp_path, caps
 
     monkeypatch.setattr(trainers, "TrainerProcess", RecordingProcess)
     monkeypatch.setattr(trainers, "available_contenders", lambda: ["paper", "stock"])
-    argv = ["--data-dir", mnist_dir, "--seed", "7", "--json", tmp_path / "result.json"]
+    argv = ["--data-dir", mnist_dir, "--seed", "7", "--optimizer", "adamw", "--json", tmp_path / "result.json"]
     status, _, _ = run_cli(time_to_accuracy.main, argv, capsys)
     assert status == 0
-    assert seeds == {"paper": 7, "stock": 7}
-    assert json.loads((tmp_path / "result.json").read_text())["seed"] == 7
+    assert settings == {"paper": (7, "adamw"), "stock": (7, "adamw")}
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert (result["seed"], result["optimizer"]) == (7, "adamw")
+
+
+@pytest.mark.parametrize("name", ["paper", "stock"])
+def test_keras_contenders_train_with_the_optimizer_asked_for_at_the_recipes_peak(mnist, name):
+    from lenet_tf.optimizers import KernelMuon
+    from lenet_tf.training.config import RECIPES
+
+    (x_train, y_train), _ = mnist
+    kinds = {}
+    for optimizer in (None, "adamw"):
+        model = trainers.make_trainer(name, x_train[:64], y_train[:64], 32, 10, 10, optimizer=optimizer).model
+        kinds[optimizer] = type(model.optimizer)
+        assert model.optimizer._learning_rate.peak == RECIPES["fast"]["learning_rate"]
+    assert issubclass(kinds[None], KernelMuon) and not issubclass(kinds["adamw"], KernelMuon)
+    assert kinds["adamw"].__name__ == "AdamW"
+
+
+def test_torch_contender_trains_with_adamw_alone_when_asked(mnist, torch_lenet):
+    import torch
+
+    (x_train, y_train), _ = mnist
+    trainer = trainers.make_trainer("torch", x_train[:64], y_train[:64], 32, 10, 10, optimizer="adamw")
+    assert [type(each) for each in trainer.optimizers] == [torch.optim.AdamW]
+    assert trainer.optimizers[0].param_groups[0]["initial_lr"] == pytest.approx(8e-3)
+
+
+def test_make_trainer_refuses_an_optimizer_every_contender_does_not_have(mnist):
+    (x_train, y_train), _ = mnist
+    with pytest.raises(ValueError, match="`optimizer` must be one of"):
+        trainers.make_trainer("paper", x_train[:64], y_train[:64], 32, 10, 10, optimizer="sdlm")
 
 
 @pytest.fixture(scope="module")
