@@ -13,13 +13,13 @@ Runs, in this order and side by side within each part:
    the ratios.
 2. `benchmarks.time_to_accuracy`: training seconds from scratch to 99.0% test accuracy and to
    the paper's 0.95% test error, each contender with the `fast` recipe.
+3. `benchmarks.export_compare`: the paper and the stock-Keras model as trained in part 2,
+   saved and exported (TFLite float32, full int8, ONNX), each run by Keras, LiteRT and
+   onnxruntime: batch-1 latency and throughput at batch 1024.
 
 Every contender trains with `--optimizer`, each through its own library: Muon (the recipe's), or
 AdamW, which compares the tools on a CPU without bfloat16 instructions, where PyTorch's Muon
 orthogonalises in emulated bfloat16 and so measures that (docs/performance.md).
-3. `benchmarks.export_compare`: the paper and the stock-Keras model as trained in part 2,
-   saved and exported (TFLite float32, full int8, ONNX), each run by Keras, LiteRT and
-   onnxruntime: batch-1 latency and throughput at batch 1024.
 
 Writes `results.md` (the tables, with the machine they ran on) and `results.json` (every figure)
 into `--out`, atomically, and prints the Markdown; one line on stderr as each part ends. Not
