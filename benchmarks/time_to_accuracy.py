@@ -19,7 +19,7 @@ and data order: differences of a few seconds between contenders are within the s
 import time
 
 from benchmarks.output import add_json_argument, report
-from benchmarks.trainers import add_contender_arguments
+from benchmarks.trainers import OPTIMIZERS, add_contender_arguments
 from lenet_tf.commands import base
 
 # 99.0% test accuracy, and the paper's 0.95% test error (99.05% accuracy).
@@ -62,7 +62,7 @@ def time_to_accuracy(trainer, x_test, y_test, targets, checks, steps_per_check):
 
 
 def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_per_epoch=2, seed=0, save_dir=None,
-            optimizer=None):  # fmt: skip
+            optimizer=OPTIMIZERS[0]):  # fmt: skip
     """Time to each of `targets` for each contender, from fresh weights, one at a time.
 
     Args:
@@ -74,8 +74,8 @@ def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_pe
         seed: Seed of the weights and the data order.
         save_dir: If given, the Keras contenders are saved there as `<name>.keras` as they
             stand after their run (for the inference benchmark).
-        optimizer: Every contender's optimizer (`benchmarks.trainers.OPTIMIZERS`; None: the
-            recipe's).
+        optimizer: Every contender's optimizer, one of `benchmarks.trainers.OPTIMIZERS` (the
+            recipe's by default).
 
     Returns:
         `{"batch_size", "epochs", "seed", "optimizer", "train_examples", "models": {contender:
@@ -83,10 +83,10 @@ def measure(data_dir=None, targets=TARGETS, batch_size=None, epochs=6, checks_pe
     """
     import pathlib
 
-    from benchmarks.trainers import FAST_BATCH_SIZE, OPTIMIZERS, TrainerProcess, available_contenders
+    from benchmarks.trainers import FAST_BATCH_SIZE, TrainerProcess, available_contenders
     from lenet_tf.data import load_mnist, steps_per_epoch
 
-    batch_size, optimizer = batch_size or FAST_BATCH_SIZE, optimizer or OPTIMIZERS[0]
+    batch_size = batch_size or FAST_BATCH_SIZE
 
     (_, y_train), _ = load_mnist(data_dir)
     steps_per_check = steps_per_epoch(len(y_train), batch_size) // checks_per_epoch

@@ -17,14 +17,14 @@ means the paper model is faster.
 import statistics
 
 from benchmarks.output import add_json_argument, report
-from benchmarks.trainers import add_contender_arguments
+from benchmarks.trainers import OPTIMIZERS, add_contender_arguments
 from lenet_tf.commands import base
 
 
 THROUGHPUT_BATCH_SIZES = (32, 128, 512)
 
 
-def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0, optimizer=None):
+def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0, optimizer=OPTIMIZERS[0]):
     """Training images/s of each contender at one batch size, alternating, median of `repeats`.
 
     Args:
@@ -33,16 +33,15 @@ def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0, optimiz
         steps: Training steps per measurement (each after as many untimed ones, in the same call).
         repeats: Measurements per contender.
         seed: Seed of the weights and the data order.
-        optimizer: Every contender's optimizer (`benchmarks.trainers.OPTIMIZERS`; None: the
-            recipe's).
+        optimizer: Every contender's optimizer, one of `benchmarks.trainers.OPTIMIZERS` (the
+            recipe's by default).
 
     Returns:
         `{"batch_size", "optimizer", "images_per_second": {contender: images/s},
         "ratio_vs_stock"` and, with PyTorch installed, `"ratio_vs_torch"}`: paper model / other.
     """
-    from benchmarks.trainers import OPTIMIZERS, TrainerProcess, available_contenders
+    from benchmarks.trainers import TrainerProcess, available_contenders
 
-    optimizer = optimizer or OPTIMIZERS[0]
     trainer_args = {"batch_size": batch_size, "total_steps": 2 * repeats * steps, "steps_per_call": steps,
                     "seed": seed, "optimizer": optimizer}  # fmt: skip
     workers = {}
@@ -64,7 +63,8 @@ def measure(data_dir=None, batch_size=128, steps=300, repeats=3, seed=0, optimiz
     return result
 
 
-def measure_batch_sizes(data_dir=None, batch_sizes=THROUGHPUT_BATCH_SIZES, images=25_600, repeats=3, optimizer=None):
+def measure_batch_sizes(data_dir=None, batch_sizes=THROUGHPUT_BATCH_SIZES, images=25_600, repeats=3,
+                        optimizer=OPTIMIZERS[0]):  # fmt: skip
     """`measure` at each batch size, with `images` images per measurement; a list of its results."""
     return [measure(data_dir, size, max(1, images // size), repeats, optimizer=optimizer) for size in batch_sizes]
 
