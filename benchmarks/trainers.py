@@ -144,7 +144,7 @@ def available_contenders():
     return tuple(name for name in CONTENDERS if name != "torch" or torch_lenet.available())
 
 
-def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0, optimizer=None):
+def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call, seed=0, optimizer=OPTIMIZERS[0]):
     """One freshly initialised contender, set up with the `fast` recipe over `total_steps`.
 
     Every contender gets the recipe of `lenet-tf train --recipe fast` (its optimizer, the one-cycle
@@ -160,14 +160,14 @@ def make_trainer(name, x_train, y_train, batch_size, total_steps, steps_per_call
         steps_per_call: Steps each `train` call will run: the Keras models' `steps_per_execution`
             is the largest divisor of it up to the `TrainConfig` default, as in `lenet_tf.training`.
         seed: Seed of the weights and the data order.
-        optimizer: One of `OPTIMIZERS`, at the recipe's peak learning rate; None: the recipe's.
+        optimizer: One of `OPTIMIZERS` (the recipe's by default), at the recipe's peak learning rate.
     """
     from lenet_tf.training.config import TrainConfig
     from lenet_tf.training.recipes import ema_momentum
 
     if name not in CONTENDERS:
         raise ValueError(f"`name` must be one of {CONTENDERS}. Received: name={name!r}")
-    if optimizer not in (None, *OPTIMIZERS):
+    if optimizer not in OPTIMIZERS:
         raise ValueError(f"`optimizer` must be one of {OPTIMIZERS}. Received: optimizer={optimizer!r}")
     # One "epoch" of `total_steps` steps: the recipe's schedule spans exactly the benchmark's steps.
     config = TrainConfig(recipe="fast", epochs=1, batch_size=batch_size, seed=seed, optimizer=optimizer,

@@ -119,11 +119,11 @@ def test_keras_contenders_train_with_the_optimizer_asked_for_at_the_recipes_peak
 
     (x_train, y_train), _ = mnist
     kinds = {}
-    for optimizer in (None, "adamw"):
+    for optimizer in trainers.OPTIMIZERS:
         model = trainers.make_trainer(name, x_train[:64], y_train[:64], 32, 10, 10, optimizer=optimizer).model
         kinds[optimizer] = type(model.optimizer)
         assert model.optimizer._learning_rate.peak == RECIPES["fast"]["learning_rate"]
-    assert issubclass(kinds[None], KernelMuon) and not issubclass(kinds["adamw"], KernelMuon)
+    assert issubclass(kinds["muon"], KernelMuon) and not issubclass(kinds["adamw"], KernelMuon)
     assert kinds["adamw"].__name__ == "AdamW"
 
 
