@@ -73,7 +73,8 @@ class TrainableSubsampling(keras.layers.Layer):
     def call(self, inputs):
         k = self.pool_size
         # oneDNN's depthwise convolution makes whole training steps 1.03-1.10x faster than its
-        # average pool and a multiply; TensorFlow's own kernels 0.84-0.99x (docs/performance.md).
+        # average pool and a multiply; TensorFlow's own kernels 0.84-0.99x
+        # (docs/performance-log.md#s2-and-s4-as-one-depthwise-convolution).
         if self.use_depthwise and block_conv.onednn_enabled():
             channels = self.coefficient.shape[0]
             kernel = ops.broadcast_to(ops.reshape(self.coefficient, (1, 1, channels, 1)), (k, k, channels, 1))
