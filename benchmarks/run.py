@@ -168,8 +168,10 @@ def execute(args):
     report = "\n\n".join([
         machine_markdown(results["machine"]),
         "Training throughput:\n\n" + train_throughput.markdown(results["throughput"]),
-        "Time to 99.0% test accuracy and to the paper's 0.95% test error, from scratch:\n\n" + time_to_accuracy.markdown(results["time_to_accuracy"]),
-        "Inference (the models as trained in the time-to-accuracy part):\n\n" + export_compare.markdown(results["inference"], "as trained in part 2"),
+        "Time to 99.0% test accuracy and to the paper's 0.95% test error, from scratch:\n\n"
+        + time_to_accuracy.markdown(results["time_to_accuracy"]),
+        "Inference (the models as trained in the time-to-accuracy part):\n\n"
+        + export_compare.markdown(results["inference"], "as trained in part 2"),
     ])  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.md") as path:

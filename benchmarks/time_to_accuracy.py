@@ -135,7 +135,8 @@ def build_parser(prog=None):
         "for the paper LeNet-5, a stock-Keras and a PyTorch LeNet.",
     )
     parser.add_argument("--epochs", type=base.positive_int, default=6, metavar="N",
-                        help="most epochs per model; the recipe's schedule spans them (default: 6, the fast recipe's)")  # fmt: skip
+                        help="most epochs per model; the recipe's schedule spans them "
+                        "(default: 6, the fast recipe's)")  # fmt: skip
     parser.add_argument("--checks-per-epoch", type=base.positive_int, default=2, metavar="N",
                         help="test-accuracy checks per epoch (default: 2)")  # fmt: skip
     parser.add_argument("--seed", type=base.seed, default=0,

@@ -3,7 +3,8 @@
 Same layers (6-16-120-84-10, 5x5 kernels, 2x2 average pooling, tanh, softmax via
 cross-entropy), the same input normalisation (pad to 32x32, pixels to [-0.1, 1.175]),
 and the same in-memory MNIST: each batch is an index gather from one tensor, as
-`lenet_tf.data` does; trained with the recipe of `lenet-tf train --recipe fast`. Needs the optional `bench` extra (`pip install -e '.[bench]'`).
+`lenet_tf.data` does; trained with the recipe of `lenet-tf train --recipe fast`. Needs the
+optional `bench` extra (`pip install -e '.[bench]'`).
 """
 
 import math

@@ -1,7 +1,8 @@
 """Plots of a training run, drawn after the paper's own figures.
 
 `write_report(run_dir)` (behind `lenet-tf report RUN_DIR`) reads RUN_DIR/model.keras and
-RUN_DIR/training_log.csv (as `lenet_tf.training.train` writes them), classifies the 10,000 MNIST test images and writes PNG files into RUN_DIR/report/ (or `--out`):
+RUN_DIR/training_log.csv (as `lenet_tf.training.train` writes them), classifies the 10,000
+MNIST test images and writes PNG files into RUN_DIR/report/ (or `--out`):
 
 - `training_curves.png`: loss and error rate per epoch, training and test.
 - `confusion_matrix.png`: true against predicted digit on the test set.

@@ -324,8 +324,12 @@ def test_block_conv_gives_conv2d_outputs_and_gradients(onednn, input_shape, filt
         np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("input_shape, options", [((1, 9, 9, 1), {}), ((1, 8, 8, 1), {"strides": 2}),
-                                                  ((1, 8, 8, 1), {"padding": "same"}), ((1, 8, 8, 1), {"kernel_size": 4})])  # fmt: skip
+@pytest.mark.parametrize("input_shape, options", [
+    ((1, 9, 9, 1), {}),
+    ((1, 8, 8, 1), {"strides": 2}),
+    ((1, 8, 8, 1), {"padding": "same"}),
+    ((1, 8, 8, 1), {"kernel_size": 4}),
+])
 def test_block_conv_falls_back_to_conv2d_where_blocks_do_not_fit(input_shape, options):
     from lenet_tf.layers import BlockConv2D
 

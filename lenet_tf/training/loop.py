@@ -148,7 +148,10 @@ def _build_model(config, steps, on_gpu):
     requested = effective_steps_per_execution(steps, config.steps_per_execution)
     if config.hessian_refresh and config.hessian_refresh % requested:
         # Keras calls batch hooks once per execution: the refresh could not happen on time.
-        raise SettingError("hessian_refresh", f"must be a multiple of the {requested} steps per execution, got {config.hessian_refresh}")
+        raise SettingError(
+            "hessian_refresh",
+            f"must be a multiple of the {requested} steps per execution, got {config.hessian_refresh}",
+        )
     compile_lenet5(
         model, config, steps,
         jit_compile={"auto": on_gpu, "on": True, "off": False}[config.jit_compile],
