@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import REPO, assert_one_line_error, command_env, run_cli
 
-from benchmarks import accelerator, recipe_sweep, run, step_profile, time_to_accuracy, trainers
+from benchmarks import accelerator, recipe_sweep, run, step_profile, time_to_accuracy, train_throughput, trainers
 
 
 class ScriptedTrainer:
@@ -83,6 +83,18 @@ def test_time_to_accuracy_table_says_when_a_target_was_not_reached():
     assert "| seconds to 0.95% error | epochs | best test accuracy |" in table
     assert "| 21.0 | 5.0 | 30.0 | 6.0 | 99.07% |" in table
     assert "| not reached | - | not reached | - | 98.71% |" in table
+
+
+def test_throughput_table_names_the_optimizer_and_gives_the_paper_models_ratios():
+    results = [
+        {"batch_size": size, "optimizer": "adamw", "images_per_second": {"paper": paper, "stock": 4000.0, "torch": torch}}
+        for size, paper, torch in ((32, 4400.0, 4000.0), (128, 9000.0, 10000.0))
+    ]
+    table = train_throughput.markdown(results).splitlines()
+    assert table[0] == "| training images/s (adamw) | batch 32 | batch 128 |"
+    assert "| paper model / torch | 1.10 | 0.90 |" in table
+    assert "| paper model / stock | 1.10 | 2.25 |" in table
+    assert not any(line.startswith("| paper model / paper") for line in table)
 
 
 def test_time_to_accuracy_seed_and_optimizer_reach_every_contender(mnist_dir, tmp_path, capsys, monkeypatch):
