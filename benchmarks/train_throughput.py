@@ -8,11 +8,10 @@ Usage:
 The contenders are `benchmarks.trainers`' (the paper model as `python -m lenet_tf.train`
 compiles it, the stock-Keras LeNet through the same `model.fit` and in-memory stream, the
 PyTorch LeNet when PyTorch is installed), each in its own worker process, at each batch size
-(`--images` images per measurement, whatever the batch size). Measurements
-alternate between them; each times its steps after as many untimed ones in the same call
-(which absorb tracing: Keras traces again for every `fit`), and the median of the repeats is
-reported, so machine noise hits all sides alike. A ratio above 1
-means the paper model is faster.
+(`--images` images per measurement, whatever the batch size). Measurements alternate between
+them; each times its steps after as many untimed ones in the same call (which absorb tracing:
+Keras traces again for every `fit`), and the median of the repeats is reported, so machine noise
+hits all sides alike. A ratio above 1 means the paper model is faster.
 """
 
 import statistics
