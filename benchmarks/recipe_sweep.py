@@ -9,7 +9,7 @@ Each variant changes some settings of `FORMER_FAST`, the recipe the sweep improv
 (`benchmarks.accelerator.train_recipe` with the `scan` loop: a 6-epoch run takes 2-7 s on an
 H200, so a whole sweep fits in minutes). One JSON line per run is appended to `--out` as soon
 as it ends (its `settings`: what it changed of the `fast` recipe); no run starts after
-`--budget-seconds`. `docs/training.md#recipes` has the table this produced and how its best
+`--budget-seconds`. `docs/training-log.md` ("AdamW") has the table this produced and how its best
 variants did with `lenet-tf train` on the CPU.
 """
 
@@ -21,7 +21,7 @@ from lenet_tf.commands import base
 
 # What `fast` was when the sweep ran; each variant changes some of it, over the `fast` recipe's
 # other settings (6 epochs, one-cycle, weight average). Explicit, so that the sweep still means
-# what `docs/training.md` reports now that `fast` is its winner, with Muon and the MAP loss's
+# what `docs/training-log.md` reports now that `fast` is its winner, with Muon and the MAP loss's
 # j = 2 since.
 FORMER_FAST = {
     "optimizer": "adamw", "batch_size": 128, "learning_rate": 1e-2, "weight_decay": 0.05, "map_j": 1.0,

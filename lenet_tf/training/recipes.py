@@ -40,7 +40,7 @@ EMA_SPANS_PER_RUN = 20.0
 # Muon steps every kernel by the same spectral norm, 2.5x the learning rate (0.02 at `fast`'s
 # peak, Muon's usual rate), not by Keras's AdamW-sized scale, which gave C5 1.6x and C1 0.4x C3's
 # step: `fast` ends 0.05 point lower on the mean of sixty 2-epoch runs and 0.06 point lower on
-# that of six 6-epoch runs (docs/training.md, "Muon's original update scale").
+# that of six 6-epoch runs (docs/training-log.md, "Muon's original update scale").
 MUON_LR_RATIO = 2.5
 
 
@@ -129,7 +129,7 @@ def sparse_kernels(model):
 
     Muon reads C3's packed `(5, 5, 60)` kernel as the `150 x 16` kernel it stands for, inputs by
     outputs as it reads every other convolution. Read as a `25 x 60` matrix, sixty columns in 25
-    dimensions, its update could not be orthogonal (docs/training.md, Muon).
+    dimensions, its update could not be orthogonal (docs/training-log.md, "C3 as its dense 150 x 16 matrix").
 
     Args:
         model: A Keras model.
